@@ -1,0 +1,517 @@
+//! Configuration: the settings of the seed, with their defaults, and their validation.
+
+use crate::duration;
+use crate::error::ConfigError;
+use crate::status::{Role, RoleNames};
+use crate::tracker::Thresholds;
+use crate::url::DatabaseUrl;
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// The smallest check interval (and fast interval) accepted.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The whole configuration. Every field has a documented default (see `docs/configuration.md`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Roles and the on/off switch (the seed's `enabled` and `connections`).
+    #[serde(default)]
+    pub failover: FailoverSettings,
+    /// The monitored databases by name. Primary and failover must be among them; any other entry is
+    /// monitored too and reported with `ConnectionDown` / `ConnectionHealthy`.
+    #[serde(default)]
+    pub databases: BTreeMap<String, DatabaseSettings>,
+    /// How connections are checked (the seed's `health_check`).
+    #[serde(default)]
+    pub health_check: HealthCheckSettings,
+}
+
+/// The seed's `enabled` and `connections` settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailoverSettings {
+    /// `false`: no probes run and every `GetActiveConnection` answers the primary. Default `true`.
+    pub enabled: bool,
+    /// Name of the primary connection. Default `mysql` (the seed's).
+    pub primary: String,
+    /// Name of the failover connection. Default `mysql_failover` (the seed's).
+    pub failover: String,
+    /// Name reported for limited functionality mode; needs no database entry. Default `blocking_connection`.
+    pub blocking: String,
+}
+
+impl Default for FailoverSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            primary: "mysql".into(),
+            failover: "mysql_failover".into(),
+            blocking: "blocking_connection".into(),
+        }
+    }
+}
+
+/// One monitored database.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Where it is (`postgres://`, `mysql://`, `sqlite://`); shown with the password masked.
+    pub url: DatabaseUrl,
+    /// A read-only connection counts as a failed check. Default: `true` for primary and failover,
+    /// `false` for other connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_writable: Option<bool>,
+}
+
+impl DatabaseSettings {
+    /// A database at `url` with default settings.
+    pub fn new(url: DatabaseUrl) -> Self {
+        Self {
+            url,
+            require_writable: None,
+        }
+    }
+}
+
+/// When periodic checks run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// A check every so often (measured from the end of the previous check).
+    Every(Duration),
+    /// No periodic checks: only checks asked for (a reported failure, a `CheckNow`, the CLI).
+    Disabled,
+}
+
+impl Schedule {
+    /// The interval, or `None` when disabled.
+    pub fn interval(self) -> Option<Duration> {
+        match self {
+            Self::Every(d) => Some(d),
+            Self::Disabled => None,
+        }
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Every(d) => f.write_str(&duration::format(*d)),
+            Self::Disabled => f.write_str("disabled"),
+        }
+    }
+}
+
+impl Serialize for Schedule {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Schedule {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScheduleVisitor;
+        impl Visitor<'_> for ScheduleVisitor {
+            type Value = Schedule;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a duration such as \"1s\", or \"everySecond\", \"everyMinute\", \"disabled\"",
+                )
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Schedule, E> {
+                Ok(Schedule::Every(Duration::from_secs(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Schedule, E> {
+                u64::try_from(v)
+                    .map(|s| Schedule::Every(Duration::from_secs(s)))
+                    .map_err(|_| E::custom(format!("`{v}` is negative; an interval cannot be")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Schedule, E> {
+                Schedule::parse(v).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(ScheduleVisitor)
+    }
+}
+
+impl Schedule {
+    /// Parses a duration, or the seed's `schedule_frequency` values `everySecond`, `everyMinute`, `disabled`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "everySecond" => Ok(Self::Every(Duration::from_secs(1))),
+            "everyMinute" => Ok(Self::Every(Duration::from_secs(60))),
+            "disabled" => Ok(Self::Disabled),
+            other => duration::parse(other).map(Self::Every).map_err(|reason| {
+                format!("`{other}` is {reason}, nor everySecond, everyMinute or disabled")
+            }),
+        }
+    }
+}
+
+/// The seed's `health_check` settings, plus the recovery threshold and the fast interval.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckSettings {
+    /// The health query. Default `SELECT 1`.
+    pub query: String,
+    /// Consecutive failed checks that make a connection DOWN. Default 3.
+    pub failure_threshold: u32,
+    /// Consecutive successful checks that make a DOWN connection HEALTHY. Default 2.
+    pub recovery_threshold: u32,
+    /// Bound on one check, connect included. Default 2 s (the seed's `timeout_seconds`).
+    #[serde(with = "duration::human", alias = "timeout_seconds")]
+    pub timeout: Duration,
+    /// Time between checks, or `disabled`. Default 1 s (the seed's `everySecond`).
+    #[serde(alias = "schedule_frequency")]
+    pub interval: Schedule,
+    /// Time between the confirming checks that follow a reported query failure. Default 20 ms.
+    #[serde(with = "duration::human")]
+    pub fast_interval: Duration,
+}
+
+impl Default for HealthCheckSettings {
+    fn default() -> Self {
+        Self {
+            query: "SELECT 1".into(),
+            failure_threshold: 3,
+            recovery_threshold: 2,
+            timeout: Duration::from_secs(2),
+            interval: Schedule::Every(Duration::from_secs(1)),
+            fast_interval: Duration::from_millis(20),
+        }
+    }
+}
+
+impl HealthCheckSettings {
+    /// The thresholds the trackers apply.
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            failure_threshold: self.failure_threshold,
+            recovery_threshold: self.recovery_threshold,
+        }
+    }
+}
+
+/// One monitored connection as the engine sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MonitoredConnection<'a> {
+    /// Its configured name.
+    pub name: &'a str,
+    /// The role it plays.
+    pub role: Role,
+    /// Its settings.
+    pub settings: &'a DatabaseSettings,
+    /// Whether a read-only answer counts as a failure (the default applied).
+    pub require_writable: bool,
+}
+
+impl Config {
+    /// A configuration with `primary` and `failover` databases at the given URLs and default settings.
+    pub fn with_databases(primary: (&str, DatabaseUrl), failover: (&str, DatabaseUrl)) -> Self {
+        let mut config = Self::default();
+        config.failover.primary = primary.0.to_owned();
+        config.failover.failover = failover.0.to_owned();
+        config
+            .databases
+            .insert(primary.0.to_owned(), DatabaseSettings::new(primary.1));
+        config
+            .databases
+            .insert(failover.0.to_owned(), DatabaseSettings::new(failover.1));
+        config
+    }
+
+    /// The configured role names.
+    pub fn role_names(&self) -> RoleNames {
+        RoleNames {
+            primary: self.failover.primary.clone(),
+            failover: self.failover.failover.clone(),
+            blocking: self.failover.blocking.clone(),
+        }
+    }
+
+    /// Every monitored connection, primary and failover first.
+    pub fn monitored(&self) -> Vec<MonitoredConnection<'_>> {
+        let names = self.role_names();
+        let mut out: Vec<_> = self
+            .databases
+            .iter()
+            .map(|(name, settings)| {
+                let role = names.role_of(name);
+                MonitoredConnection {
+                    name,
+                    role,
+                    settings,
+                    require_writable: settings.require_writable.unwrap_or(role != Role::Other),
+                }
+            })
+            .collect();
+        out.sort_by_key(|c| match c.role {
+            Role::Primary => 0,
+            Role::Failover => 1,
+            Role::Other => 2,
+        });
+        out
+    }
+
+    /// Checks every rule a setting must follow; the error names the first broken one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let f = &self.failover;
+        for (key, value) in [
+            ("failover.primary", &f.primary),
+            ("failover.failover", &f.failover),
+            ("failover.blocking", &f.blocking),
+        ] {
+            if value.trim().is_empty() {
+                return Err(ConfigError::invalid(key, value, "must name a connection"));
+            }
+        }
+        if f.primary == f.failover {
+            return Err(ConfigError::invalid(
+                "failover.failover",
+                &f.failover,
+                "must differ from failover.primary",
+            ));
+        }
+        if f.blocking == f.primary || f.blocking == f.failover {
+            return Err(ConfigError::invalid(
+                "failover.blocking",
+                &f.blocking,
+                "must differ from the primary and failover names",
+            ));
+        }
+        if self.databases.contains_key(&f.blocking) {
+            return Err(ConfigError::invalid(
+                "failover.blocking",
+                &f.blocking,
+                "names an entry under [databases]; the blocking connection is not a database and must have none",
+            ));
+        }
+        for (key, value) in [
+            ("failover.primary", &f.primary),
+            ("failover.failover", &f.failover),
+        ] {
+            if !self.databases.contains_key(value) {
+                let defined: Vec<&str> = self.databases.keys().map(String::as_str).collect();
+                return Err(ConfigError::invalid(
+                    key,
+                    value,
+                    format!(
+                        "names no connection under [databases] (defined: {})",
+                        if defined.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            defined.join(", ")
+                        }
+                    ),
+                ));
+            }
+        }
+        for name in self.databases.keys() {
+            if name.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    "databases",
+                    name,
+                    "a database needs a name",
+                ));
+            }
+        }
+        let h = &self.health_check;
+        if h.query.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "health_check.query",
+                &h.query,
+                "must not be empty",
+            ));
+        }
+        if h.failure_threshold == 0 {
+            return Err(ConfigError::invalid(
+                "health_check.failure_threshold",
+                h.failure_threshold,
+                "must be at least 1",
+            ));
+        }
+        if h.recovery_threshold == 0 {
+            return Err(ConfigError::invalid(
+                "health_check.recovery_threshold",
+                h.recovery_threshold,
+                "must be at least 1",
+            ));
+        }
+        if h.timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "health_check.timeout",
+                duration::format(h.timeout),
+                "must be more than 0",
+            ));
+        }
+        if let Schedule::Every(interval) = h.interval {
+            if interval < MIN_INTERVAL {
+                return Err(ConfigError::invalid(
+                    "health_check.interval",
+                    duration::format(interval),
+                    "must be at least 10ms, or \"disabled\"",
+                ));
+            }
+        }
+        if h.fast_interval < MIN_INTERVAL {
+            return Err(ConfigError::invalid(
+                "health_check.fast_interval",
+                duration::format(h.fast_interval),
+                "must be at least 10ms",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(text: &str) -> DatabaseUrl {
+        DatabaseUrl::parse(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn valid() -> Config {
+        Config::with_databases(
+            ("main", url("sqlite:///tmp/main.db")),
+            ("standby", url("sqlite:///tmp/standby.db")),
+        )
+    }
+
+    #[test]
+    fn defaults_are_the_seeds() {
+        let c = Config::default();
+        assert!(c.failover.enabled);
+        assert_eq!(c.failover.primary, "mysql");
+        assert_eq!(c.failover.failover, "mysql_failover");
+        assert_eq!(c.failover.blocking, "blocking_connection");
+        assert_eq!(c.health_check.query, "SELECT 1");
+        assert_eq!(c.health_check.failure_threshold, 3);
+        assert_eq!(c.health_check.timeout, Duration::from_secs(2));
+        assert_eq!(
+            c.health_check.interval,
+            Schedule::Every(Duration::from_secs(1))
+        );
+        assert!(valid().validate().is_ok());
+    }
+
+    #[test]
+    fn each_bad_setting_names_its_key_and_value() {
+        type Mutation = fn(&mut Config);
+        let cases: [(Mutation, &str, &str); 9] = [
+            (
+                |c| c.health_check.failure_threshold = 0,
+                "health_check.failure_threshold",
+                "0",
+            ),
+            (
+                |c| c.health_check.recovery_threshold = 0,
+                "health_check.recovery_threshold",
+                "0",
+            ),
+            (
+                |c| c.health_check.timeout = Duration::ZERO,
+                "health_check.timeout",
+                "0s",
+            ),
+            (
+                |c| c.health_check.interval = Schedule::Every(Duration::from_millis(5)),
+                "health_check.interval",
+                "5ms",
+            ),
+            (
+                |c| c.health_check.fast_interval = Duration::from_millis(1),
+                "health_check.fast_interval",
+                "1ms",
+            ),
+            (
+                |c| c.failover.primary = "nowhere".into(),
+                "failover.primary",
+                "nowhere",
+            ),
+            (
+                |c| c.failover.failover = "main".into(),
+                "failover.failover",
+                "main",
+            ),
+            (
+                |c| c.failover.blocking = "main".into(),
+                "failover.blocking",
+                "main",
+            ),
+            (
+                |c| c.health_check.query = " ".into(),
+                "health_check.query",
+                " ",
+            ),
+        ];
+        for (mutate, key, value) in cases {
+            let mut config = valid();
+            mutate(&mut config);
+            match config.validate() {
+                Err(ConfigError::InvalidSetting {
+                    key: k, value: v, ..
+                }) => {
+                    assert_eq!((k.as_str(), v.as_str()), (key, value));
+                }
+                other => panic!("{key}: expected an invalid setting, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn schedule_accepts_the_seeds_frequencies() {
+        assert_eq!(
+            Schedule::parse("everySecond"),
+            Ok(Schedule::Every(Duration::from_secs(1)))
+        );
+        assert_eq!(
+            Schedule::parse("everyMinute"),
+            Ok(Schedule::Every(Duration::from_secs(60)))
+        );
+        assert_eq!(Schedule::parse("disabled"), Ok(Schedule::Disabled));
+        assert_eq!(
+            Schedule::parse("100ms"),
+            Ok(Schedule::Every(Duration::from_millis(100)))
+        );
+        assert!(Schedule::parse("hourly").is_err());
+    }
+
+    #[test]
+    fn monitored_lists_roles_and_writable_defaults() {
+        let mut config = valid();
+        config.databases.insert(
+            "reporting".into(),
+            DatabaseSettings::new(url("sqlite:///tmp/r.db")),
+        );
+        let monitored = config.monitored();
+        let roles: Vec<_> = monitored
+            .iter()
+            .map(|m| (m.name, m.role, m.require_writable))
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                ("main", Role::Primary, true),
+                ("standby", Role::Failover, true),
+                ("reporting", Role::Other, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn serialized_config_masks_passwords() {
+        let mut config = valid();
+        config.databases.insert(
+            "reporting".into(),
+            DatabaseSettings::new(url("postgres://u:topsecret@h/db")),
+        );
+        let json = serde_json::to_string(&config).unwrap_or_default();
+        assert!(json.contains("u:****@h"), "{json}");
+        assert!(!json.contains("topsecret"));
+    }
+}

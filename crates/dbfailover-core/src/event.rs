@@ -1,0 +1,280 @@
+//! The events the engine publishes: the seed's events, each fired once per real transition.
+
+use crate::status::{ActiveRole, ConnectionStatus, Role, RoleNames};
+use crate::tracker::StatusTransition;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One event: what happened, and when (UTC).
+///
+/// Serialized as one flat JSON object, `{"event": "SwitchedToFailoverConnection", "at": "...", ...payload}`,
+/// with the seed's event names (without the `Event` suffix) and payload fields in snake_case.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverEvent {
+    /// When the transition happened.
+    pub at: DateTime<Utc>,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[cfg(feature = "actix")]
+impl actix::Message for FailoverEvent {
+    type Result = ();
+}
+
+/// What happened. The variants and their fields are the seed's events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The active connection switched to the primary database.
+    SwitchedToPrimaryConnection {
+        /// The connection used before.
+        previous_connection_name: Option<String>,
+        /// The primary's name.
+        new_connection_name: String,
+    },
+    /// The active connection switched to the failover database.
+    SwitchedToFailoverConnection {
+        /// The connection used before.
+        previous_connection_name: Option<String>,
+        /// The failover's name.
+        new_connection_name: String,
+    },
+    /// Primary and failover are both down: every query now fails at once with a typed error.
+    LimitedFunctionalityModeActivated {
+        /// The blocking connection's name.
+        connection_name: String,
+    },
+    /// Limited functionality mode ended: queries go to a real database again.
+    ExitedLimitedFunctionalityMode {
+        /// The connection now used (primary or failover).
+        restored_to_connection_name: String,
+    },
+    /// The primary became healthy after being down.
+    PrimaryConnectionRestored {
+        /// The primary's name.
+        connection_name: String,
+    },
+    /// The failover became healthy after being down.
+    FailoverConnectionRestored {
+        /// The failover's name.
+        connection_name: String,
+    },
+    /// The primary is confirmed down (failure threshold reached).
+    PrimaryConnectionDown {
+        /// The primary's name.
+        connection_name: String,
+        /// The failure of the deciding check.
+        reason: Option<String>,
+    },
+    /// The failover is confirmed down (failure threshold reached).
+    FailoverConnectionDown {
+        /// The failover's name.
+        connection_name: String,
+        /// The failure of the deciding check.
+        reason: Option<String>,
+    },
+    /// A monitored connection became healthy (from UNKNOWN or DOWN); not repeated on every check.
+    ConnectionHealthy {
+        /// The connection's name.
+        connection_name: String,
+    },
+    /// A monitored connection that is neither primary nor failover is confirmed down.
+    ConnectionDown {
+        /// The connection's name.
+        connection_name: String,
+        /// The failure of the deciding check.
+        reason: Option<String>,
+    },
+    /// The state store could not be used; the engine goes on from its local state.
+    CacheUnavailable {
+        /// What went wrong (no secrets).
+        error: String,
+    },
+    /// The state store answers again after being unavailable.
+    CacheRestored {},
+    /// Accompanies every change of the active connection, whatever the target.
+    DatabaseConnectionSwitched {
+        /// The connection used before.
+        previous_connection_name: Option<String>,
+        /// The connection used now.
+        new_connection_name: String,
+    },
+}
+
+impl EventKind {
+    /// The seed's name of the event, without the `Event` suffix.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::SwitchedToPrimaryConnection { .. } => "SwitchedToPrimaryConnection",
+            Self::SwitchedToFailoverConnection { .. } => "SwitchedToFailoverConnection",
+            Self::LimitedFunctionalityModeActivated { .. } => "LimitedFunctionalityModeActivated",
+            Self::ExitedLimitedFunctionalityMode { .. } => "ExitedLimitedFunctionalityMode",
+            Self::PrimaryConnectionRestored { .. } => "PrimaryConnectionRestored",
+            Self::FailoverConnectionRestored { .. } => "FailoverConnectionRestored",
+            Self::PrimaryConnectionDown { .. } => "PrimaryConnectionDown",
+            Self::FailoverConnectionDown { .. } => "FailoverConnectionDown",
+            Self::ConnectionHealthy { .. } => "ConnectionHealthy",
+            Self::ConnectionDown { .. } => "ConnectionDown",
+            Self::CacheUnavailable { .. } => "CacheUnavailable",
+            Self::CacheRestored {} => "CacheRestored",
+            Self::DatabaseConnectionSwitched { .. } => "DatabaseConnectionSwitched",
+        }
+    }
+}
+
+impl FailoverEvent {
+    /// An event of `kind` at `at`.
+    pub fn new(at: DateTime<Utc>, kind: EventKind) -> Self {
+        Self { at, kind }
+    }
+}
+
+/// The events a status transition of a connection playing `role` causes, in the order they fire.
+///
+/// To DOWN: the role's Down event. DOWN to HEALTHY: the role's Restored event (none for other
+/// connections), then `ConnectionHealthy`. UNKNOWN to HEALTHY: `ConnectionHealthy` only (not a restore).
+pub fn status_events(role: Role, name: &str, transition: &StatusTransition) -> Vec<FailoverEvent> {
+    let at = transition.at;
+    let connection_name = name.to_owned();
+    let mut events = Vec::with_capacity(2);
+    match transition.to {
+        ConnectionStatus::Down => {
+            let reason = transition.reason.clone();
+            events.push(match role {
+                Role::Primary => EventKind::PrimaryConnectionDown {
+                    connection_name,
+                    reason,
+                },
+                Role::Failover => EventKind::FailoverConnectionDown {
+                    connection_name,
+                    reason,
+                },
+                Role::Other => EventKind::ConnectionDown {
+                    connection_name,
+                    reason,
+                },
+            });
+        }
+        ConnectionStatus::Healthy => {
+            if transition.from == ConnectionStatus::Down {
+                match role {
+                    Role::Primary => events.push(EventKind::PrimaryConnectionRestored {
+                        connection_name: connection_name.clone(),
+                    }),
+                    Role::Failover => events.push(EventKind::FailoverConnectionRestored {
+                        connection_name: connection_name.clone(),
+                    }),
+                    Role::Other => {}
+                }
+            }
+            events.push(EventKind::ConnectionHealthy { connection_name });
+        }
+        ConnectionStatus::Unknown => {}
+    }
+    events
+        .into_iter()
+        .map(|kind| FailoverEvent::new(at, kind))
+        .collect()
+}
+
+/// The events a change of the active connection from `previous` to `new` causes, in the order they fire.
+///
+/// Empty when `previous == new`.
+pub fn switch_events(
+    names: &RoleNames,
+    previous: ActiveRole,
+    new: ActiveRole,
+    at: DateTime<Utc>,
+) -> Vec<FailoverEvent> {
+    if previous == new {
+        return Vec::new();
+    }
+    let previous_connection_name = Some(names.name(previous).to_owned());
+    let new_connection_name = names.name(new).to_owned();
+    let mut events = Vec::with_capacity(3);
+    match new {
+        ActiveRole::Primary => events.push(EventKind::SwitchedToPrimaryConnection {
+            previous_connection_name: previous_connection_name.clone(),
+            new_connection_name: new_connection_name.clone(),
+        }),
+        ActiveRole::Failover => events.push(EventKind::SwitchedToFailoverConnection {
+            previous_connection_name: previous_connection_name.clone(),
+            new_connection_name: new_connection_name.clone(),
+        }),
+        ActiveRole::Blocking => events.push(EventKind::LimitedFunctionalityModeActivated {
+            connection_name: new_connection_name.clone(),
+        }),
+    }
+    if previous == ActiveRole::Blocking {
+        events.push(EventKind::ExitedLimitedFunctionalityMode {
+            restored_to_connection_name: new_connection_name.clone(),
+        });
+    }
+    events.push(EventKind::DatabaseConnectionSwitched {
+        previous_connection_name,
+        new_connection_name,
+    });
+    events
+        .into_iter()
+        .map(|kind| FailoverEvent::new(at, kind))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> RoleNames {
+        RoleNames {
+            primary: "main".into(),
+            failover: "standby".into(),
+            blocking: "blocking".into(),
+        }
+    }
+
+    #[test]
+    fn json_shape_is_flat_with_event_name_and_snake_case_fields() {
+        let at = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        let events = switch_events(&names(), ActiveRole::Primary, ActiveRole::Failover, at);
+        let json = serde_json::to_value(&events[0]).unwrap_or_default();
+        assert_eq!(json["event"], "SwitchedToFailoverConnection");
+        assert_eq!(json["previous_connection_name"], "main");
+        assert_eq!(json["new_connection_name"], "standby");
+        assert_eq!(json["at"], "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn leaving_blocking_exits_limited_mode() {
+        let at = Utc::now();
+        let kinds: Vec<_> = switch_events(&names(), ActiveRole::Blocking, ActiveRole::Primary, at)
+            .into_iter()
+            .map(|e| e.kind.name())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "SwitchedToPrimaryConnection",
+                "ExitedLimitedFunctionalityMode",
+                "DatabaseConnectionSwitched"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_to_healthy_is_not_a_restore() {
+        let transition = StatusTransition {
+            from: ConnectionStatus::Unknown,
+            to: ConnectionStatus::Healthy,
+            at: Utc::now(),
+            reason: None,
+        };
+        let kinds: Vec<_> = status_events(Role::Primary, "main", &transition)
+            .into_iter()
+            .map(|e| e.kind.name())
+            .collect();
+        assert_eq!(kinds, ["ConnectionHealthy"]);
+    }
+}

@@ -1,0 +1,31 @@
+#![doc = include_str!("../README.md")]
+//!
+//! ## Layout
+//! - [`status`]: `ConnectionStatus` (UNKNOWN / HEALTHY / DOWN), `Role`, `ActiveRole`, `RoleNames`.
+//! - [`tracker`]: `HealthTracker::record(result, now) -> Option<StatusTransition>`, the thresholds.
+//! - [`route`]: `route(primary, failover, preference) -> Decision` and the `Router` that applies decisions,
+//!   counts switch epochs and says which switch events fire.
+//! - [`event`]: `FailoverEvent` and the events a status transition or a switch causes.
+//! - [`config`]: the settings, their defaults and their validation; [`url`]: password-masked URLs.
+//! - [`error`]: the error types.
+//!
+//! Nothing here waits, sleeps, reads a clock or does I/O: callers pass results and the time, and get
+//! back transitions, decisions and events. The actors of `dbfailover-engine` carry messages, time and
+//! I/O to and from these functions.
+
+pub mod config;
+pub mod duration;
+pub mod error;
+pub mod event;
+pub mod route;
+pub mod status;
+pub mod tracker;
+pub mod url;
+
+pub use config::{Config, DatabaseSettings, FailoverSettings, HealthCheckSettings, Schedule};
+pub use error::ConfigError;
+pub use event::{EventKind, FailoverEvent};
+pub use route::{ActiveConnection, ConnectionView, Decision, Preference, Router, route};
+pub use status::{ActiveRole, ConnectionStatus, Role, RoleNames};
+pub use tracker::{CheckResult, ConnectionState, HealthTracker, StatusTransition, Thresholds};
+pub use url::DatabaseUrl;
