@@ -1,1 +1,32 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+//!
+//! ## Layout
+//! - [`probe`]: the [`Probe`] trait a driver implements, and the [`ProbeActor`] (one per monitored
+//!   connection) that runs it on its schedule, bounded by the timeout, never two at once, and
+//!   switches to fast confirming checks after a reported query failure.
+//! - [`state`]: the [`StateActor`], owner of the thresholds and the UNKNOWN / HEALTHY / DOWN trackers
+//!   (the core's `HealthTracker`); it persists through a [`StateStore`] and tells the router.
+//! - [`router`]: the [`RouterActor`], owner of the active connection (the core's `Router`); it answers
+//!   `GetActiveConnection`, publishes events to subscribers, and writes its decision to a
+//!   [`SharedActive`] word that the data path reads without a mailbox round trip.
+//! - [`messages`]: every message, with who sends it and who answers.
+//! - [`store`]: the [`StateStore`] trait and the in-memory store.
+//! - [`system`]: [`FailoverSystem`] wires and starts the actors; [`FailoverHandle`] is what services keep.
+//!
+//! `docs/architecture.md` at the repository's top draws the actors and their messages.
+
+pub mod error;
+pub mod messages;
+pub mod probe;
+pub mod router;
+pub mod state;
+pub mod store;
+pub mod system;
+
+pub use error::{BuildError, EngineError, ProbeError, StoreError};
+pub use messages::{ConnectionReport, GetActiveConnection, SubscriptionId};
+pub use probe::{FnProbe, Probe, ProbeActor, ProbeFuture, ProbeReport};
+pub use router::{ActiveSnapshot, RouterActor, SharedActive};
+pub use state::StateActor;
+pub use store::{MemoryStore, StateStore, StoreFuture, StoredState};
+pub use system::{FailoverHandle, FailoverSystem, FailoverSystemBuilder};

@@ -1,0 +1,114 @@
+//! The messages between the actors, and between the handle and the actors.
+
+use actix::{Message, Recipient};
+use chrono::{DateTime, Utc};
+use dbfailover_core::route::Preference;
+use dbfailover_core::{
+    ActiveConnection, CheckResult, ConnectionState, ConnectionStatus, ConnectionView,
+    FailoverEvent, Role, StatusTransition,
+};
+use std::sync::Arc;
+
+/// `ProbeActor` -> `StateActor`: one check of one connection finished.
+/// The state actor answers with the connection's status after recording it.
+#[derive(Debug, Message)]
+#[rtype(result = "ConnectionStatus")]
+pub struct ProbeCompleted {
+    /// The connection's name.
+    pub connection: Arc<str>,
+    /// What the check found.
+    pub result: CheckResult,
+    /// When it finished.
+    pub at: DateTime<Utc>,
+}
+
+/// handle or `RouterActor` -> `ProbeActor`: check now instead of waiting for the interval.
+///
+/// With `confirm`, the probe keeps checking at the fast interval until the connection's status is decided
+/// (a success, or DOWN): this is how a reported query failure or an unchecked failover is confirmed quickly.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct CheckNow {
+    /// Keep checking at the fast interval until decided.
+    pub confirm: bool,
+}
+
+/// `StateActor` -> `RouterActor`: a connection's state after a check or a forced change.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StatusChanged {
+    /// The connection's name.
+    pub connection: Arc<str>,
+    /// Its role.
+    pub role: Role,
+    /// What routing needs to know of it now.
+    pub view: ConnectionView,
+    /// The transition this check caused, if any (its status events are published by the router).
+    pub transition: Option<StatusTransition>,
+}
+
+/// `StateActor` -> `RouterActor`: publish an event that is not a transition of routing (store events).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Publish(pub FailoverEvent);
+
+/// `RouterActor` -> `StateActor`: a forced switch marks its target HEALTHY.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ForceStatus {
+    /// The connection's name.
+    pub connection: Arc<str>,
+    /// The status to set.
+    pub status: ConnectionStatus,
+}
+
+/// handle -> `StateActor`: every monitored connection's state, primary and failover first.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<ConnectionReport>")]
+pub struct GetConnectionStates;
+
+/// One connection's state, as [`GetConnectionStates`] answers it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConnectionReport {
+    /// The connection's name.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// What is known of it.
+    pub state: ConnectionState,
+}
+
+/// handle -> `RouterActor`: which connection to use. Answers the active role, its name and the switch epoch.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "ActiveConnection")]
+pub struct GetActiveConnection;
+
+/// handle -> `RouterActor`: deliver every event to this recipient from now on. Answers its id.
+#[derive(Message)]
+#[rtype(result = "SubscriptionId")]
+pub struct Subscribe(pub Recipient<FailoverEvent>);
+
+/// handle -> `RouterActor`: stop delivering events to a subscriber. Answers whether it was subscribed.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "bool")]
+pub struct Unsubscribe(pub SubscriptionId);
+
+/// Identifies one event subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriptionId(pub u64);
+
+/// handle -> `RouterActor`: switch by hand. Answers the active connection after the switch.
+///
+/// The target is marked HEALTHY and becomes the preferred connection: routing stays on it until probes
+/// find it DOWN (then the other one is used, as always). Forcing the primary restores the normal preference.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "ActiveConnection")]
+pub struct ForceSwitch(pub Preference);
+
+/// `FailoverSystem` -> `RouterActor`: the probe actors of primary and failover, for checks routing asks for.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetProbes {
+    pub(crate) primary: Option<Recipient<CheckNow>>,
+    pub(crate) failover: Option<Recipient<CheckNow>>,
+}

@@ -1,0 +1,272 @@
+//! The `Probe` trait (what a driver implements) and the `ProbeActor` (one per monitored connection).
+
+use crate::error::ProbeError;
+use crate::messages::{CheckNow, ProbeCompleted};
+use actix::prelude::*;
+use dbfailover_core::duration;
+use dbfailover_core::{CheckResult, ConnectionStatus, Schedule};
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument;
+
+/// What a probe's check returns; the engine measures the latency itself.
+pub type ProbeFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<ProbeReport, ProbeError>> + Send + 'a>>;
+
+/// What a successful check found besides "it answered".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProbeReport {
+    /// Whether the connection accepts writes, when the probe can tell (`None`: unknown).
+    pub writable: Option<bool>,
+}
+
+/// Checks one database: connect, run the health query, say whether it accepts writes.
+///
+/// The engine bounds every check by the configured timeout (it abandons the future when the timeout
+/// passes) and never runs two checks of one connection at once; a probe should still apply the timeout
+/// to its own connect and query so that nothing keeps running on the server. A probe that panics is
+/// counted as a failed check: monitoring goes on.
+pub trait Probe: Send + Sync + 'static {
+    /// One check, expected to end within `timeout`.
+    fn check(&self, timeout: Duration) -> ProbeFuture<'_>;
+}
+
+/// A [`Probe`] made of a closure returning a future, for tests and custom checks.
+pub struct FnProbe<F>(F);
+
+impl<F> FnProbe<F> {
+    /// Wraps `f`.
+    pub fn new(f: F) -> Self {
+        Self(f)
+    }
+}
+
+impl<F, Fut> Probe for FnProbe<F>
+where
+    F: Fn(Duration) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<ProbeReport, ProbeError>> + Send + 'static,
+{
+    fn check(&self, timeout: Duration) -> ProbeFuture<'_> {
+        Box::pin((self.0)(timeout))
+    }
+}
+
+/// Runs one check bounded by `timeout`, containing a panicking probe, and turns the answer into a result.
+pub async fn run_check(
+    connection: &str,
+    probe: Arc<dyn Probe>,
+    timeout: Duration,
+    require_writable: bool,
+) -> CheckResult {
+    let started = tokio::time::Instant::now();
+    // The probe runs in its own task: a panic there is contained, and the task is aborted at the timeout.
+    let task = tokio::spawn(async move { probe.check(timeout).await });
+    let abort = task.abort_handle();
+    let outcome = tokio::time::timeout(timeout, task).await;
+    let latency = started.elapsed();
+    match outcome {
+        Err(_) => {
+            abort.abort();
+            CheckResult::failure(format!("timed out after {}", duration::format(timeout)))
+        }
+        Ok(Err(join_error)) => {
+            let message = if join_error.is_panic() {
+                panic_message(join_error.into_panic())
+            } else {
+                "cancelled".to_owned()
+            };
+            tracing::error!(
+                connection,
+                panic = %message,
+                "probe panicked; counted as a failed check, monitoring continues"
+            );
+            CheckResult::failure(format!("probe panicked: {message}"))
+        }
+        Ok(Ok(Err(error))) => CheckResult::failure(error.to_string()),
+        Ok(Ok(Ok(report))) => {
+            if require_writable && report.writable == Some(false) {
+                CheckResult::failure("connection is read-only but must accept writes")
+            } else {
+                CheckResult::Success {
+                    latency,
+                    writable: report.writable,
+                }
+            }
+        }
+    }
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-text panic".to_owned()
+    }
+}
+
+/// How a [`ProbeActor`] checks its connection.
+#[derive(Clone)]
+pub struct ProbeSettings {
+    /// The connection's name.
+    pub connection: Arc<str>,
+    /// Bound on one check.
+    pub timeout: Duration,
+    /// Periodic checks.
+    pub schedule: Schedule,
+    /// Pause between confirming checks.
+    pub fast_interval: Duration,
+    /// A read-only answer counts as a failure.
+    pub require_writable: bool,
+}
+
+/// Checks one connection on its schedule, never two checks at once, and reports each result to the
+/// `StateActor`. After a [`CheckNow`] with `confirm`, checks at the fast interval until the status is decided.
+pub struct ProbeActor {
+    settings: ProbeSettings,
+    probe: Arc<dyn Probe>,
+    results: Recipient<ProbeCompleted>,
+    in_flight: bool,
+    again_now: bool,
+    confirming: bool,
+    next: Option<SpawnHandle>,
+}
+
+impl ProbeActor {
+    /// A probe actor reporting to `results`.
+    pub fn new(
+        settings: ProbeSettings,
+        probe: Arc<dyn Probe>,
+        results: Recipient<ProbeCompleted>,
+    ) -> Self {
+        Self {
+            settings,
+            probe,
+            results,
+            in_flight: false,
+            again_now: false,
+            confirming: false,
+            next: None,
+        }
+    }
+
+    fn schedule(&mut self, delay: Duration, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.next.take() {
+            ctx.cancel_future(handle);
+        }
+        self.next = Some(ctx.run_later(delay, |act, ctx| {
+            act.next = None;
+            act.start_check(ctx);
+        }));
+    }
+
+    fn schedule_after_check(&mut self, ctx: &mut Context<Self>) {
+        let delay = if self.again_now {
+            Some(Duration::ZERO)
+        } else if self.confirming {
+            Some(self.settings.fast_interval)
+        } else {
+            self.settings.schedule.interval()
+        };
+        self.again_now = false;
+        match delay {
+            Some(delay) => self.schedule(delay, ctx),
+            None => {
+                if let Some(handle) = self.next.take() {
+                    ctx.cancel_future(handle);
+                }
+            }
+        }
+    }
+
+    fn start_check(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight {
+            self.again_now = true;
+            return;
+        }
+        self.in_flight = true;
+        let settings = self.settings.clone();
+        let probe = Arc::clone(&self.probe);
+        let results = self.results.clone();
+        let span = tracing::info_span!("probe", connection = %settings.connection);
+        let check = async move {
+            let result = run_check(
+                &settings.connection,
+                probe,
+                settings.timeout,
+                settings.require_writable,
+            )
+            .await;
+            match &result {
+                CheckResult::Success { latency, writable } => tracing::debug!(
+                    latency_ms = latency.as_secs_f64() * 1000.0,
+                    writable = ?writable,
+                    "check succeeded"
+                ),
+                CheckResult::Failure { reason } => tracing::debug!(%reason, "check failed"),
+            }
+            let success = result.is_success();
+            let message = ProbeCompleted {
+                connection: Arc::clone(&settings.connection),
+                result,
+                at: chrono::Utc::now(),
+            };
+            // Bounded: the state actor answers at once unless it is gone.
+            let status = tokio::time::timeout(Duration::from_secs(5), results.send(message)).await;
+            (success, status.ok().and_then(Result::ok))
+        }
+        .instrument(span);
+        ctx.spawn(check.into_actor(self).map(|(success, status), act, ctx| {
+            act.in_flight = false;
+            if act.confirming && (success || status == Some(ConnectionStatus::Down)) {
+                act.confirming = false;
+            }
+            act.schedule_after_check(ctx);
+        }));
+    }
+}
+
+impl Actor for ProbeActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.settings.schedule.interval().is_some() {
+            self.schedule(Duration::ZERO, ctx);
+        }
+    }
+}
+
+impl Supervised for ProbeActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        tracing::warn!(connection = %self.settings.connection, "probe actor restarted by its supervisor");
+        self.in_flight = false;
+        self.next = None;
+    }
+}
+
+impl Handler<CheckNow> for ProbeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CheckNow, ctx: &mut Context<Self>) {
+        if msg.confirm && self.confirming {
+            // Already confirming at the fast interval: a burst of reported failures must not turn
+            // into a burst of checks, or a blip of a few milliseconds could reach the threshold.
+            return;
+        }
+        if msg.confirm {
+            self.confirming = true;
+        }
+        if self.in_flight {
+            self.again_now = true;
+        } else {
+            if let Some(handle) = self.next.take() {
+                ctx.cancel_future(handle);
+            }
+            self.start_check(ctx);
+        }
+    }
+}
