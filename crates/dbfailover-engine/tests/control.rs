@@ -1,0 +1,164 @@
+//! Subscriptions, forced switches and `enabled = false` (virtual time).
+
+mod common;
+
+use common::{Mode, Scripted, collector, config, drain, sleep_ms};
+use dbfailover_core::{ActiveRole, ConnectionStatus};
+use dbfailover_engine::{BuildError, FailoverSystem};
+
+#[actix_rt::test]
+async fn unsubscribed_listeners_hear_nothing_more_and_others_still_do() {
+    tokio::time::pause();
+    let primary = Scripted::new(Mode::Up);
+    let handle = FailoverSystem::builder(config())
+        .probe("main", primary.clone())
+        .probe("standby", Scripted::new(Mode::Up))
+        .build()
+        .unwrap()
+        .start();
+    let (first, first_events) = collector();
+    let (second, second_events) = collector();
+    let first_id = handle.subscribe(first).await.unwrap();
+    let second_id = handle.subscribe(second).await.unwrap();
+    assert_ne!(first_id, second_id);
+    sleep_ms(50).await;
+    assert!(handle.unsubscribe(first_id).await.unwrap());
+    assert!(
+        !handle.unsubscribe(first_id).await.unwrap(),
+        "already unsubscribed"
+    );
+    drain(&first_events);
+    drain(&second_events);
+    primary.set(Mode::Refuse);
+    sleep_ms(500).await;
+    assert!(drain(&first_events).is_empty());
+    assert_eq!(drain(&second_events).len(), 3);
+}
+
+#[actix_rt::test]
+async fn forced_switches_move_routing_and_hold_until_the_target_is_down() {
+    tokio::time::pause();
+    let failover = Scripted::new(Mode::Up);
+    let handle = FailoverSystem::builder(config())
+        .probe("main", Scripted::new(Mode::Up))
+        .probe("standby", failover.clone())
+        .build()
+        .unwrap()
+        .start();
+    let (listener, events) = collector();
+    handle.subscribe(listener).await.unwrap();
+    sleep_ms(50).await;
+    drain(&events);
+
+    let active = handle.force_failover().await.unwrap();
+    assert_eq!((active.role, active.epoch), (ActiveRole::Failover, 1));
+    sleep_ms(500).await;
+    assert_eq!(
+        handle.active().role,
+        ActiveRole::Failover,
+        "a healthy primary does not undo the forced switch"
+    );
+    assert_eq!(
+        drain(&events),
+        ["SwitchedToFailoverConnection", "DatabaseConnectionSwitched"]
+    );
+
+    failover.set(Mode::Refuse);
+    sleep_ms(500).await;
+    assert_eq!(
+        handle.active().role,
+        ActiveRole::Primary,
+        "the forced target went DOWN"
+    );
+    failover.set(Mode::Up);
+    sleep_ms(500).await;
+    assert_eq!(
+        handle.active().role,
+        ActiveRole::Failover,
+        "still preferred once recovered"
+    );
+
+    let active = handle.force_primary().await.unwrap();
+    assert_eq!(active.role, ActiveRole::Primary);
+    sleep_ms(500).await;
+    assert_eq!(handle.active().role, ActiveRole::Primary);
+}
+
+#[actix_rt::test]
+async fn forcing_the_primary_marks_it_healthy_until_probes_find_it_down_again() {
+    tokio::time::pause();
+    let primary = Scripted::new(Mode::Refuse);
+    let handle = FailoverSystem::builder(config())
+        .probe("main", primary.clone())
+        .probe("standby", Scripted::new(Mode::Up))
+        .build()
+        .unwrap()
+        .start();
+    sleep_ms(400).await;
+    assert_eq!(handle.active().role, ActiveRole::Failover);
+    handle.force_primary().await.unwrap();
+    sleep_ms(1).await;
+    let states = handle.connection_states().await.unwrap();
+    assert_eq!(
+        (states[0].state.status, states[0].state.failure_count),
+        (ConnectionStatus::Healthy, 0)
+    );
+    assert_eq!(handle.active().role, ActiveRole::Primary);
+    sleep_ms(400).await;
+    assert_eq!(
+        handle.active().role,
+        ActiveRole::Failover,
+        "probes found it DOWN again after the threshold"
+    );
+}
+
+#[actix_rt::test]
+async fn disabled_means_no_probes_and_always_the_primary() {
+    tokio::time::pause();
+    let mut config = config();
+    config.failover.enabled = false;
+    let primary = Scripted::new(Mode::Refuse);
+    let failover = Scripted::new(Mode::Refuse);
+    let handle = FailoverSystem::builder(config)
+        .probe("main", primary.clone())
+        .probe("standby", failover.clone())
+        .build()
+        .unwrap()
+        .start();
+    sleep_ms(2000).await;
+    assert_eq!(primary.calls() + failover.calls(), 0);
+    let active = handle.get_active_connection().await.unwrap();
+    assert_eq!(
+        (active.role, active.name.as_str()),
+        (ActiveRole::Primary, "main")
+    );
+    assert_eq!(
+        handle.force_failover().await.unwrap().role,
+        ActiveRole::Primary
+    );
+}
+
+#[test]
+fn bad_settings_are_rejected_at_build_time_naming_the_setting() {
+    let mut bad = config();
+    bad.health_check.failure_threshold = 0;
+    let err = FailoverSystem::builder(bad)
+        .probe("main", Scripted::new(Mode::Up))
+        .probe("standby", Scripted::new(Mode::Up))
+        .build()
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "invalid setting `health_check.failure_threshold` = `0`: must be at least 1"
+    );
+    let err = FailoverSystem::builder(config())
+        .probe("main", Scripted::new(Mode::Up))
+        .build()
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, BuildError::MissingProbe { ref connection } if connection == "standby"),
+        "{err}"
+    );
+}

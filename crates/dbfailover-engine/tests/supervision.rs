@@ -1,0 +1,181 @@
+//! A probe that panics or hangs, and a store that errors, never stop monitoring (virtual time).
+
+mod common;
+
+use common::{Mode, Scripted, collector, config, drain, sleep_ms};
+use dbfailover_core::{ActiveRole, ConnectionStatus};
+use dbfailover_engine::{FailoverSystem, StateStore, StoreError, StoreFuture, StoredState};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[actix_rt::test]
+async fn a_panicking_probe_counts_as_failed_and_monitoring_goes_on() {
+    tokio::time::pause();
+    let primary = Scripted::new(Mode::Up);
+    let handle = FailoverSystem::builder(config())
+        .probe("main", primary.clone())
+        .probe("standby", Scripted::new(Mode::Up))
+        .build()
+        .unwrap()
+        .start();
+    sleep_ms(50).await;
+    primary.set(Mode::Panic);
+    sleep_ms(400).await;
+    assert_eq!(handle.active().role, ActiveRole::Failover);
+    let states = handle.connection_states().await.unwrap();
+    assert!(
+        states[0]
+            .state
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("probe panicked")
+    );
+    primary.set(Mode::Up);
+    sleep_ms(300).await;
+    assert_eq!(
+        handle.active().role,
+        ActiveRole::Primary,
+        "the same probe actor recovered it"
+    );
+}
+
+#[actix_rt::test]
+async fn a_hanging_probe_ends_at_its_timeout_and_checks_never_overlap() {
+    tokio::time::pause();
+    let primary = Scripted::new(Mode::Up);
+    let handle = FailoverSystem::builder(config())
+        .probe("main", primary.clone())
+        .probe("standby", Scripted::new(Mode::Up))
+        .build()
+        .unwrap()
+        .start();
+    sleep_ms(50).await;
+    primary.set(Mode::Hang);
+    let hung = tokio::time::Instant::now();
+    // Asking for checks while one hangs must not start a second one.
+    for _ in 0..20 {
+        handle.check_now("main").unwrap();
+        handle.report_query_failure("main").unwrap();
+        sleep_ms(10).await;
+    }
+    while handle.active().role == ActiveRole::Primary {
+        sleep_ms(5).await;
+    }
+    // threshold × (interval + timeout) = 3 × 150 ms is the bound; the checks asked for make it shorter.
+    assert!(
+        hung.elapsed() <= Duration::from_millis(450),
+        "{:?}",
+        hung.elapsed()
+    );
+    assert_eq!(
+        primary.max_running.load(Ordering::SeqCst),
+        1,
+        "two checks of one connection overlapped"
+    );
+    let states = handle.connection_states().await.unwrap();
+    assert_eq!(
+        states[0].state.last_error.as_deref(),
+        Some("timed out after 50ms")
+    );
+}
+
+/// A store the test can break.
+#[derive(Clone, Default)]
+struct Breakable {
+    broken: Arc<AtomicBool>,
+    inner: Arc<dbfailover_engine::MemoryStore>,
+}
+
+impl StateStore for Breakable {
+    fn load<'a>(&'a self, connection: &'a str) -> StoreFuture<'a, Option<StoredState>> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(StoreError::new("connection refused")) });
+        }
+        self.inner.load(connection)
+    }
+    fn save<'a>(&'a self, connection: &'a str, state: StoredState) -> StoreFuture<'a, ()> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(StoreError::new("connection refused")) });
+        }
+        self.inner.save(connection, state)
+    }
+}
+
+#[actix_rt::test]
+async fn a_broken_store_never_stops_failover_and_its_outage_is_reported_once() {
+    tokio::time::pause();
+    let store = Breakable::default();
+    let primary = Scripted::new(Mode::Up);
+    let handle = FailoverSystem::builder(config())
+        .probe("main", primary.clone())
+        .probe("standby", Scripted::new(Mode::Up))
+        .store(store.clone())
+        .build()
+        .unwrap()
+        .start();
+    let (listener, events) = collector();
+    handle.subscribe(listener).await.unwrap();
+    sleep_ms(50).await;
+    drain(&events);
+
+    store.broken.store(true, Ordering::SeqCst);
+    primary.set(Mode::Refuse);
+    sleep_ms(500).await;
+    assert_eq!(
+        handle.active().role,
+        ActiveRole::Failover,
+        "failed over from local state"
+    );
+    let seen = drain(&events);
+    assert_eq!(
+        seen.iter().filter(|n| **n == "CacheUnavailable").count(),
+        1,
+        "{seen:?}"
+    );
+    assert!(seen.contains(&"SwitchedToFailoverConnection"));
+
+    store.broken.store(false, Ordering::SeqCst);
+    sleep_ms(200).await;
+    assert_eq!(drain(&events), ["CacheRestored"]);
+    let stored = store.inner.load("main").await.unwrap().unwrap();
+    assert_eq!(
+        stored.status,
+        ConnectionStatus::Down,
+        "the store caught up with the local state"
+    );
+}
+
+/// A store that never answers.
+struct Hung;
+
+impl StateStore for Hung {
+    fn load<'a>(&'a self, _connection: &'a str) -> StoreFuture<'a, Option<StoredState>> {
+        Box::pin(std::future::pending())
+    }
+    fn save<'a>(&'a self, _connection: &'a str, _state: StoredState) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[actix_rt::test]
+async fn a_hung_store_never_blocks_routing() {
+    tokio::time::pause();
+    let primary = Scripted::new(Mode::Up);
+    let handle = FailoverSystem::builder(config())
+        .probe("main", primary.clone())
+        .probe("standby", Scripted::new(Mode::Up))
+        .store(Hung)
+        .store_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap()
+        .start();
+    sleep_ms(400).await;
+    primary.set(Mode::Refuse);
+    sleep_ms(500).await;
+    assert_eq!(
+        handle.get_active_connection().await.unwrap().role,
+        ActiveRole::Failover
+    );
+}
