@@ -1,1 +1,42 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+//!
+//! ## Layout
+//! - [`core`]: the pure state machine: configuration, `ConnectionStatus`, health tracker, routing
+//!   decision, events, errors.
+//! - [`engine`]: the actix actors (`ProbeActor`, `StateActor`, `RouterActor`), the `FailoverSystem`
+//!   builder and the `FailoverHandle` services keep.
+//! - [`sqlx`] (features `sqlite`, `postgres`, `mysql`): the sqlx probes and the `RoutedPool`.
+//!
+//! The most used items are re-exported at the top.
+
+pub use dbfailover_core as core;
+pub use dbfailover_engine as engine;
+
+pub use dbfailover_core::{
+    ActiveConnection, ActiveRole, CheckResult, Config, ConfigError, ConnectionState,
+    ConnectionStatus, DatabaseSettings, DatabaseUrl, EventKind, FailoverEvent, Role, Schedule,
+};
+pub use dbfailover_engine::{
+    BuildError, ConnectionReport, EngineError, FailoverHandle, FailoverSystem,
+    FailoverSystemBuilder, GetActiveConnection, MemoryStore, Probe, ProbeError, ProbeReport,
+    StateStore, SubscriptionId,
+};
+
+/// The sqlx side: probes and the routed pool (with the `sqlite`, `postgres` or `mysql` feature).
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub mod sqlx {
+    pub use dbfailover_sqlx::*;
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub use dbfailover_sqlx::{RoutedError, RoutedPool};
+
+/// An engine builder for `config` with a sqlx probe for every configured database.
+///
+/// Add a store or more settings to the builder, then `build()` and `start()` (inside an actix
+/// `System`) or `start_in_thread()` (anywhere).
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub fn builder(config: Config) -> Result<FailoverSystemBuilder, dbfailover_sqlx::ProbeSetupError> {
+    let probes_config = config.clone();
+    dbfailover_sqlx::with_probes(FailoverSystem::builder(config), &probes_config)
+}

@@ -1,0 +1,244 @@
+//! Probes for sqlx databases: connect, run the health query, say whether the connection accepts writes.
+//!
+//! Every check opens a new connection (what failing over needs to know is whether a new connection can be
+//! made), bounds connect and query together by the timeout, and asks the server to stop the query at the
+//! timeout too, so nothing the probe gave up on keeps running there.
+
+use crate::error::ProbeSetupError;
+use dbfailover_core::url::mask_password;
+use dbfailover_core::{Config, DatabaseUrl};
+use dbfailover_engine::{FailoverSystemBuilder, Probe, ProbeError, ProbeFuture, ProbeReport};
+use std::time::Duration;
+
+/// The drivers compiled into this build, for error messages.
+pub fn available_drivers() -> &'static str {
+    const DRIVERS: [(bool, &str); 3] = [
+        (cfg!(feature = "sqlite"), "sqlite"),
+        (cfg!(feature = "postgres"), "postgres"),
+        (cfg!(feature = "mysql"), "mysql"),
+    ];
+    match DRIVERS.map(|(on, _)| on) {
+        [true, true, true] => "sqlite, postgres, mysql",
+        [true, true, false] => "sqlite, postgres",
+        [true, false, true] => "sqlite, mysql",
+        [false, true, true] => "postgres, mysql",
+        [true, false, false] => DRIVERS[0].1,
+        [false, true, false] => DRIVERS[1].1,
+        [false, false, true] => DRIVERS[2].1,
+        [false, false, false] => "none",
+    }
+}
+
+/// A sqlx probe of one database.
+pub struct SqlxProbe {
+    target: Target,
+    query: String,
+}
+
+enum Target {
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::sqlite::SqliteConnectOptions),
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::postgres::PgConnectOptions),
+    #[cfg(feature = "mysql")]
+    MySql(sqlx::mysql::MySqlConnectOptions),
+}
+
+fn text_of(error: impl std::fmt::Display) -> String {
+    mask_password(&error.to_string())
+}
+
+impl SqlxProbe {
+    /// A probe of the database at `url` (`sqlite:`, `postgres:`/`postgresql:`, `mysql:`/`mariadb:`),
+    /// running `query` as its health query.
+    pub fn new(connection: &str, url: &DatabaseUrl, query: &str) -> Result<Self, ProbeSetupError> {
+        let scheme = url.scheme();
+        let bad_url = |source| ProbeSetupError::BadUrl {
+            connection: connection.to_owned(),
+            url: url.masked(),
+            source,
+        };
+        let target = match scheme.as_str() {
+            #[cfg(feature = "sqlite")]
+            "sqlite" => {
+                use std::str::FromStr;
+                let options = sqlx::sqlite::SqliteConnectOptions::from_str(url.expose())
+                    .map_err(bad_url)?
+                    // A missing file is a failed check, never a new empty database.
+                    .create_if_missing(false);
+                Target::Sqlite(options)
+            }
+            #[cfg(feature = "postgres")]
+            "postgres" | "postgresql" => {
+                use std::str::FromStr;
+                let options =
+                    sqlx::postgres::PgConnectOptions::from_str(url.expose()).map_err(bad_url)?;
+                Target::Postgres(options)
+            }
+            #[cfg(feature = "mysql")]
+            "mysql" | "mariadb" => {
+                use std::str::FromStr;
+                let normalized = url.expose().replacen("mariadb:", "mysql:", 1);
+                let options =
+                    sqlx::mysql::MySqlConnectOptions::from_str(&normalized).map_err(bad_url)?;
+                Target::MySql(options)
+            }
+            _ => {
+                return Err(ProbeSetupError::UnsupportedScheme {
+                    connection: connection.to_owned(),
+                    scheme,
+                    available: available_drivers(),
+                });
+            }
+        };
+        Ok(Self {
+            target,
+            query: query.to_owned(),
+        })
+    }
+
+    async fn run(&self, timeout: Duration) -> Result<ProbeReport, ProbeError> {
+        let work = async {
+            match &self.target {
+                #[cfg(feature = "sqlite")]
+                Target::Sqlite(options) => check_sqlite(options, &self.query).await,
+                #[cfg(feature = "postgres")]
+                Target::Postgres(options) => check_postgres(options, &self.query, timeout).await,
+                #[cfg(feature = "mysql")]
+                Target::MySql(options) => check_mysql(options, &self.query, timeout).await,
+            }
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(ProbeError::new(format!(
+                "timed out after {}",
+                dbfailover_core::duration::format(timeout)
+            ))),
+        }
+    }
+}
+
+impl Probe for SqlxProbe {
+    fn check(&self, timeout: Duration) -> ProbeFuture<'_> {
+        Box::pin(self.run(timeout))
+    }
+}
+
+#[cfg(feature = "sqlite")]
+async fn check_sqlite(
+    options: &sqlx::sqlite::SqliteConnectOptions,
+    query: &str,
+) -> Result<ProbeReport, ProbeError> {
+    use sqlx::{ConnectOptions, Connection};
+    let mut conn = options
+        .connect()
+        .await
+        .map_err(|e| ProbeError::new(format!("connect: {}", text_of(e))))?;
+    let result = sqlx::query(query).execute(&mut conn).await;
+    let query_only: Result<i64, _> = sqlx::query_scalar("PRAGMA query_only")
+        .fetch_one(&mut conn)
+        .await;
+    // Closing is best effort; the connection is dropped either way.
+    let _ = conn.close().await;
+    result.map_err(|e| ProbeError::new(format!("health query: {}", text_of(e))))?;
+    Ok(ProbeReport {
+        writable: query_only.ok().map(|q| q == 0),
+    })
+}
+
+#[cfg(feature = "postgres")]
+async fn check_postgres(
+    options: &sqlx::postgres::PgConnectOptions,
+    query: &str,
+    timeout: Duration,
+) -> Result<ProbeReport, ProbeError> {
+    use sqlx::{ConnectOptions, Connection};
+    // The server stops the health query at the timeout too.
+    let millis = timeout.as_millis().max(1).to_string();
+    let options = options
+        .clone()
+        .options([("statement_timeout", millis.as_str())]);
+    let mut conn = options
+        .connect()
+        .await
+        .map_err(|e| ProbeError::new(format!("connect: {}", text_of(e))))?;
+    let outcome = async {
+        sqlx::query(query)
+            .execute(&mut conn)
+            .await
+            .map_err(|e| ProbeError::new(format!("health query: {}", text_of(e))))?;
+        let (in_recovery, read_only): (bool, String) =
+            sqlx::query_as("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')")
+                .fetch_one(&mut conn)
+                .await
+                .map_err(|e| ProbeError::new(format!("writability query: {}", text_of(e))))?;
+        Ok(ProbeReport {
+            writable: Some(!in_recovery && read_only != "on"),
+        })
+    }
+    .await;
+    let _ = conn.close().await;
+    outcome
+}
+
+#[cfg(feature = "mysql")]
+async fn check_mysql(
+    options: &sqlx::mysql::MySqlConnectOptions,
+    query: &str,
+    timeout: Duration,
+) -> Result<ProbeReport, ProbeError> {
+    use sqlx::{ConnectOptions, Connection};
+    let mut conn = options
+        .connect()
+        .await
+        .map_err(|e| ProbeError::new(format!("connect: {}", text_of(e))))?;
+    let outcome = async {
+        // MariaDB: max_statement_time (seconds); MySQL: max_execution_time (ms). Best effort.
+        let seconds = format!("{:.3}", timeout.as_secs_f64());
+        if sqlx::query(&format!("SET SESSION max_statement_time = {seconds}"))
+            .execute(&mut conn)
+            .await
+            .is_err()
+        {
+            let _ = sqlx::query(&format!(
+                "SET SESSION max_execution_time = {}",
+                timeout.as_millis().max(1)
+            ))
+            .execute(&mut conn)
+            .await;
+        }
+        sqlx::query(query)
+            .execute(&mut conn)
+            .await
+            .map_err(|e| ProbeError::new(format!("health query: {}", text_of(e))))?;
+        let read_only: i64 = sqlx::query_scalar("SELECT CAST(@@global.read_only AS SIGNED)")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| ProbeError::new(format!("writability query: {}", text_of(e))))?;
+        // MySQL has super_read_only; MariaDB does not: an error here means "not set".
+        let super_read_only: i64 =
+            sqlx::query_scalar("SELECT CAST(@@global.super_read_only AS SIGNED)")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap_or(0);
+        Ok(ProbeReport {
+            writable: Some(read_only == 0 && super_read_only == 0),
+        })
+    }
+    .await;
+    let _ = conn.close().await;
+    outcome
+}
+
+/// Adds a [`SqlxProbe`] for every database of `config` to `builder`, each running the configured
+/// health query.
+pub fn with_probes(
+    mut builder: FailoverSystemBuilder,
+    config: &Config,
+) -> Result<FailoverSystemBuilder, ProbeSetupError> {
+    for (name, settings) in &config.databases {
+        let probe = SqlxProbe::new(name, &settings.url, &config.health_check.query)?;
+        builder = builder.probe(name.clone(), probe);
+    }
+    Ok(builder)
+}

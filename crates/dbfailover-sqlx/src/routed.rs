@@ -1,0 +1,276 @@
+//! The routed handle: the active database's `sqlx` pool, or at once the limited-mode error.
+
+use crate::error::RoutedError;
+use dbfailover_core::{ActiveRole, Config};
+use dbfailover_engine::{ActiveSnapshot, FailoverHandle, SharedActive};
+use sqlx::pool::{PoolConnection, PoolOptions};
+use sqlx::{Database, Pool};
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Whether a driver error means the connection itself was lost, refused or timed out (as opposed to a
+/// bad query): the errors worth reporting to the engine for a fast recheck.
+pub fn is_connection_error(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            #[cfg(feature = "sqlite")]
+            if let Some(sqlite) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+                // Primary result codes: read-only (8), I/O error (10), cannot open (14), not a database (26).
+                let primary = sqlx::error::DatabaseError::code(sqlite)
+                    .and_then(|c| c.parse::<u32>().ok())
+                    .map(|c| c & 0xff);
+                return matches!(primary, Some(8 | 10 | 14 | 26));
+            }
+            let code = db.code();
+            let code = code.as_deref().unwrap_or("");
+            let message = db.message().to_ascii_lowercase();
+            // SQLSTATE class 08 (connection exception: PostgreSQL, MySQL 08S01 server gone);
+            // PostgreSQL 57P01..57P03 (shutting down, cannot connect now) and 25006 (read-only
+            // transaction: a demoted primary); MySQL/MariaDB read-only (error 1290, HY000).
+            code.starts_with("08")
+                || matches!(code, "57P01" | "57P02" | "57P03" | "25006")
+                || message.contains("read-only")
+                || message.contains("read only")
+        }
+        _ => false,
+    }
+}
+
+/// A connection taken from the active database's pool, with the role it came from.
+pub struct RoutedConnection<DB: Database> {
+    connection: PoolConnection<DB>,
+    role: ActiveRole,
+    epoch: u64,
+}
+
+impl<DB: Database> RoutedConnection<DB> {
+    /// The role of the database this connection belongs to.
+    pub fn role(&self) -> ActiveRole {
+        self.role
+    }
+
+    /// The switch epoch at which it was routed.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The pooled connection itself.
+    pub fn into_inner(self) -> PoolConnection<DB> {
+        self.connection
+    }
+}
+
+impl<DB: Database> Deref for RoutedConnection<DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
+        &self.connection
+    }
+}
+
+impl<DB: Database> DerefMut for RoutedConnection<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        &mut self.connection
+    }
+}
+
+/// Where a query should go now: the active pool with its role, name and epoch. No I/O to get one.
+pub struct Route<'a, DB: Database> {
+    /// The active role (never blocking: that is an error).
+    pub role: ActiveRole,
+    /// The active connection's configured name.
+    pub name: &'a str,
+    /// The switch epoch.
+    pub epoch: u64,
+    /// The active database's pool.
+    pub pool: &'a Pool<DB>,
+}
+
+/// Gives the application the active database's pool: one atomic load to decide, no mailbox round trip.
+///
+/// In limited mode it answers [`RoutedError::AllConnectionsUnavailable`] at once, with no network or
+/// file access. Pools are created lazily (no connection is opened before the first query), one per
+/// database; after a switch, new acquisitions go to the new database and the idle connections of the
+/// database left behind are closed, so nothing keeps talking to it.
+pub struct RoutedPool<DB: Database> {
+    engine: FailoverHandle,
+    shared: Arc<SharedActive>,
+    primary: Pool<DB>,
+    failover: Pool<DB>,
+    seen_epoch: AtomicU64,
+}
+
+impl<DB: Database> RoutedPool<DB> {
+    /// A routed handle over two pools (primary's and failover's) that the caller built.
+    pub fn new(engine: FailoverHandle, primary: Pool<DB>, failover: Pool<DB>) -> Self {
+        let shared = engine.shared_active();
+        let seen_epoch = AtomicU64::new(shared.load().epoch);
+        Self {
+            engine,
+            shared,
+            primary,
+            failover,
+            seen_epoch,
+        }
+    }
+
+    /// A routed handle with lazy pools for the primary and failover of `config`, built with `options`
+    /// (their acquire timeout defaults to the health check's timeout).
+    pub fn connect_lazy(
+        engine: FailoverHandle,
+        config: &Config,
+        options: Option<PoolOptions<DB>>,
+    ) -> Result<Self, sqlx::Error> {
+        let options = options.unwrap_or_else(|| {
+            PoolOptions::<DB>::new().acquire_timeout(config.health_check.timeout)
+        });
+        let url_of = |name: &str| {
+            config
+                .databases
+                .get(name)
+                .map(|d| d.url.expose().replacen("mariadb:", "mysql:", 1))
+                .ok_or_else(|| {
+                    sqlx::Error::Configuration(
+                        format!("connection `{name}` is not configured under [databases]").into(),
+                    )
+                })
+        };
+        let primary = options
+            .clone()
+            .connect_lazy(&url_of(&config.failover.primary)?)?;
+        let failover = options.connect_lazy(&url_of(&config.failover.failover)?)?;
+        Ok(Self::new(engine, primary, failover))
+    }
+
+    /// The engine this handle follows.
+    pub fn engine(&self) -> &FailoverHandle {
+        &self.engine
+    }
+
+    /// The router's decision, one atomic load.
+    #[inline]
+    pub fn snapshot(&self) -> ActiveSnapshot {
+        self.shared.load()
+    }
+
+    /// The pool of `role` (primary or failover).
+    pub fn pool_of(&self, role: ActiveRole) -> Option<&Pool<DB>> {
+        match role {
+            ActiveRole::Primary => Some(&self.primary),
+            ActiveRole::Failover => Some(&self.failover),
+            ActiveRole::Blocking => None,
+        }
+    }
+
+    /// Where a query should go now, or the limited-mode error. No I/O, no waiting.
+    #[inline]
+    pub fn route(&self) -> Result<Route<'_, DB>, RoutedError> {
+        let snapshot = self.snapshot();
+        self.after_switch(snapshot.epoch);
+        let names = self.engine.names();
+        match snapshot.role {
+            ActiveRole::Primary => Ok(Route {
+                role: ActiveRole::Primary,
+                name: &names.primary,
+                epoch: snapshot.epoch,
+                pool: &self.primary,
+            }),
+            ActiveRole::Failover => Ok(Route {
+                role: ActiveRole::Failover,
+                name: &names.failover,
+                epoch: snapshot.epoch,
+                pool: &self.failover,
+            }),
+            ActiveRole::Blocking => Err(RoutedError::AllConnectionsUnavailable {
+                blocking_connection: names.blocking.clone(),
+            }),
+        }
+    }
+
+    /// The active database's pool, or the limited-mode error.
+    pub fn pool(&self) -> Result<&Pool<DB>, RoutedError> {
+        self.route().map(|route| route.pool)
+    }
+
+    /// A connection from the active database's pool (bounded by the pool's acquire timeout), or the
+    /// limited-mode error at once. A connection error is reported to the engine for a fast recheck.
+    pub async fn acquire(&self) -> Result<RoutedConnection<DB>, RoutedError> {
+        let route = self.route()?;
+        let (role, epoch) = (route.role, route.epoch);
+        let acquired = route.pool.acquire().await;
+        let connection = self.observe(role, acquired)?;
+        Ok(RoutedConnection {
+            connection,
+            role,
+            epoch,
+        })
+    }
+
+    /// Passes a query's result through: a connection error (lost, refused, timed out) is reported to
+    /// the engine for a fast recheck of the database it came from, and wrapped with that database's name.
+    pub fn observe<T>(
+        &self,
+        role: ActiveRole,
+        result: Result<T, sqlx::Error>,
+    ) -> Result<T, RoutedError> {
+        result.map_err(|source| {
+            let connection_error = is_connection_error(&source);
+            if connection_error {
+                // The engine may have stopped; the query's own error is what the caller needs.
+                let _ = self.engine.report_role_failure(role);
+            }
+            RoutedError::Database {
+                connection: self.engine.names().name(role).to_owned(),
+                connection_error,
+                source,
+            }
+        })
+    }
+
+    fn after_switch(&self, epoch: u64) {
+        let seen = self.seen_epoch.load(Ordering::Relaxed);
+        if seen == epoch
+            || self
+                .seen_epoch
+                .compare_exchange(seen, epoch, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        // Close the idle connections of every database that is not active now.
+        let active = self.snapshot().role;
+        for role in [ActiveRole::Primary, ActiveRole::Failover] {
+            if role == active {
+                continue;
+            }
+            if let (Some(pool), Ok(runtime)) =
+                (self.pool_of(role), tokio::runtime::Handle::try_current())
+            {
+                let pool = pool.clone();
+                runtime.spawn(async move { close_idle(&pool).await });
+            }
+        }
+    }
+}
+
+/// Closes the connections sitting idle in `pool` (connections in use are closed when returned... by
+/// the pool's own checks; this only empties the idle queue). Returns how many were closed.
+pub async fn close_idle<DB: Database>(pool: &Pool<DB>) -> usize {
+    use sqlx::Connection;
+    let mut closed = 0;
+    // `try_acquire` only hands out idle connections and never opens one or waits.
+    while let Some(connection) = pool.try_acquire() {
+        let _ = connection.detach().close().await;
+        closed += 1;
+        if closed >= 1024 {
+            break;
+        }
+    }
+    closed
+}
