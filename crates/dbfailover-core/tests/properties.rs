@@ -1,5 +1,7 @@
 //! Property tests of the state machine: trackers and router driven by arbitrary sequences of results.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use chrono::{DateTime, TimeZone, Utc};
 use dbfailover_core::event::status_events;
 use dbfailover_core::{

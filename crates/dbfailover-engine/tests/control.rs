@@ -1,5 +1,7 @@
 //! Subscriptions, forced switches and `enabled = false` (virtual time).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{Mode, Scripted, collector, config, drain, sleep_ms};

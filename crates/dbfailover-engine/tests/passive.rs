@@ -1,5 +1,7 @@
 //! Passive detection: a reported query failure is confirmed by fast checks (virtual time).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{Mode, Scripted, collector, config, drain, sleep_ms};

@@ -1,5 +1,7 @@
 //! A probe that panics or hangs, and a store that errors, never stop monitoring (virtual time).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{Mode, Scripted, collector, config, drain, sleep_ms};

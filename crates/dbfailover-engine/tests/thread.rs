@@ -1,5 +1,7 @@
 //! The engine on a thread it owns, used from a plain tokio service on other threads (real time).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{Mode, Scripted, config};

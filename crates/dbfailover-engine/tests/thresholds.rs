@@ -1,5 +1,7 @@
 //! Thresholds and the seed's full cycle, in virtual time with scripted probes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{Mode, Scripted, collector, config, drain, names, sleep_ms};

@@ -1,5 +1,6 @@
 //! Scripted probes, an event collector and a configuration for the actor tests (virtual time).
 #![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use actix::prelude::*;
 use dbfailover_core::{Config, DatabaseUrl, FailoverEvent, Schedule};
