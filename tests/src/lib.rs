@@ -3,6 +3,8 @@
 //! ## Layout
 //! - [`sqlite`]: SQLite database files in a temporary folder that can be moved away and back.
 //! - [`events`]: an actor collecting the events a test's engine publishes.
+//! - [`server`]: real PostgreSQL and MariaDB servers on free loopback ports, with real faults.
 
 pub mod events;
+pub mod server;
 pub mod sqlite;

@@ -33,6 +33,12 @@ pub struct CheckNow {
     pub confirm: bool,
 }
 
+/// handle -> `ProbeActor`: run a check now (after the one in flight, if any: never two at once) and
+/// answer the connection's status once that check has been recorded.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Option<ConnectionStatus>")]
+pub struct RunCheck;
+
 /// `StateActor` -> `RouterActor`: a connection's state after a check or a forced change.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]

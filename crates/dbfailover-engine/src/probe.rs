@@ -1,7 +1,7 @@
 //! The `Probe` trait (what a driver implements) and the `ProbeActor` (one per monitored connection).
 
 use crate::error::ProbeError;
-use crate::messages::{CheckNow, ProbeCompleted};
+use crate::messages::{CheckNow, ProbeCompleted, RunCheck};
 use actix::prelude::*;
 use dbfailover_core::duration;
 use dbfailover_core::{CheckResult, ConnectionStatus, Schedule};
@@ -134,6 +134,10 @@ pub struct ProbeActor {
     again_now: bool,
     confirming: bool,
     next: Option<SpawnHandle>,
+    /// `RunCheck` callers waiting for a check that has not started yet.
+    waiting_next: Vec<tokio::sync::oneshot::Sender<Option<ConnectionStatus>>>,
+    /// `RunCheck` callers waiting for the check in flight.
+    waiting_current: Vec<tokio::sync::oneshot::Sender<Option<ConnectionStatus>>>,
 }
 
 impl ProbeActor {
@@ -151,6 +155,8 @@ impl ProbeActor {
             again_now: false,
             confirming: false,
             next: None,
+            waiting_next: Vec::new(),
+            waiting_current: Vec::new(),
         }
     }
 
@@ -189,6 +195,7 @@ impl ProbeActor {
             return;
         }
         self.in_flight = true;
+        self.waiting_current.append(&mut self.waiting_next);
         let settings = self.settings.clone();
         let probe = Arc::clone(&self.probe);
         let results = self.results.clone();
@@ -222,6 +229,10 @@ impl ProbeActor {
         .instrument(span);
         ctx.spawn(check.into_actor(self).map(|(success, status), act, ctx| {
             act.in_flight = false;
+            for waiter in act.waiting_current.drain(..) {
+                // A caller that stopped waiting is no loss.
+                let _ = waiter.send(status);
+            }
             if act.confirming && (success || status == Some(ConnectionStatus::Down)) {
                 act.confirming = false;
             }
@@ -268,5 +279,23 @@ impl Handler<CheckNow> for ProbeActor {
             }
             self.start_check(ctx);
         }
+    }
+}
+
+impl Handler<RunCheck> for ProbeActor {
+    type Result = ResponseFuture<Option<ConnectionStatus>>;
+
+    fn handle(&mut self, _msg: RunCheck, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.waiting_next.push(tx);
+        if self.in_flight {
+            self.again_now = true;
+        } else {
+            if let Some(handle) = self.next.take() {
+                ctx.cancel_future(handle);
+            }
+            self.start_check(ctx);
+        }
+        Box::pin(async move { rx.await.ok().flatten() })
     }
 }

@@ -2,8 +2,8 @@
 
 use crate::error::{BuildError, EngineError};
 use crate::messages::{
-    CheckNow, ConnectionReport, ForceSwitch, GetActiveConnection, GetConnectionStates, SetProbes,
-    Subscribe, SubscriptionId, Unsubscribe,
+    CheckNow, ConnectionReport, ForceSwitch, GetActiveConnection, GetConnectionStates, RunCheck,
+    SetProbes, Subscribe, SubscriptionId, Unsubscribe,
 };
 use crate::probe::{Probe, ProbeActor, ProbeSettings};
 use crate::router::{ActiveSnapshot, RouterActor, SharedActive};
@@ -205,6 +205,7 @@ impl FailoverSystem {
                 probes,
                 shared,
                 names,
+                check_timeout: health.timeout,
                 owned: owner.map(|system| Owned {
                     system,
                     thread: Mutex::new(None),
@@ -238,6 +239,7 @@ struct Inner {
     probes: HashMap<String, Addr<ProbeActor>>,
     shared: Arc<SharedActive>,
     names: RoleNames,
+    check_timeout: Duration,
     owned: Option<Owned>,
 }
 
@@ -361,6 +363,35 @@ impl FailoverHandle {
     pub fn check_now(&self, connection: &str) -> Result<(), EngineError> {
         self.probe(connection)?.do_send(CheckNow { confirm: false });
         Ok(())
+    }
+
+    /// Runs one check of `connection` now (after the one in flight, if any) and answers its state once
+    /// that check is recorded: the seed's `failover:health-check CONNECTION`. Bounded by the probe's
+    /// timeout plus the request timeout.
+    pub async fn check(&self, connection: &str) -> Result<ConnectionReport, EngineError> {
+        let probe = self.probe(connection)?.clone();
+        match tokio::time::timeout(
+            self.inner.check_timeout + REQUEST_TIMEOUT,
+            probe.send(RunCheck),
+        )
+        .await
+        {
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) | Ok(Err(_)) => return Err(EngineError::Stopped),
+            Err(_) => {
+                return Err(EngineError::Timeout {
+                    request: "RunCheck",
+                    timeout: self.inner.check_timeout + REQUEST_TIMEOUT,
+                });
+            }
+        }
+        self.connection_states()
+            .await?
+            .into_iter()
+            .find(|report| report.name == connection)
+            .ok_or_else(|| EngineError::UnknownConnection {
+                connection: connection.to_owned(),
+            })
     }
 
     /// Passive detection: a query on `connection` just failed with a connection error. Starts

@@ -164,3 +164,39 @@ fn bad_settings_are_rejected_at_build_time_naming_the_setting() {
         "{err}"
     );
 }
+
+#[actix_rt::test]
+async fn a_one_shot_check_answers_status_and_failure_count_after_a_fresh_check() {
+    tokio::time::pause();
+    let mut config = config();
+    config.health_check.interval = dbfailover_core::Schedule::Disabled;
+    let primary = Scripted::new(Mode::Refuse);
+    let handle = FailoverSystem::builder(config)
+        .probe("main", primary.clone())
+        .probe("standby", Scripted::new(Mode::Up))
+        .build()
+        .unwrap()
+        .start();
+    for expected in 1..=4u32 {
+        let report = handle.check("main").await.unwrap();
+        assert_eq!(report.state.failure_count, expected);
+        let status = if expected >= 3 {
+            ConnectionStatus::Down
+        } else {
+            ConnectionStatus::Unknown
+        };
+        assert_eq!(report.state.status, status);
+    }
+    assert_eq!(
+        primary.calls(),
+        4,
+        "one check per request, never two at once"
+    );
+    primary.set(Mode::Up);
+    let report = handle.check("main").await.unwrap();
+    assert_eq!(
+        (report.state.status, report.state.failure_count),
+        (ConnectionStatus::Down, 0)
+    );
+    assert!(handle.check("nope").await.is_err());
+}

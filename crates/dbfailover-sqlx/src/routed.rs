@@ -121,7 +121,9 @@ impl<DB: Database> RoutedPool<DB> {
     }
 
     /// A routed handle with lazy pools for the primary and failover of `config`, built with `options`
-    /// (their acquire timeout defaults to the health check's timeout).
+    /// (their acquire timeout defaults to the health check's timeout). The pools close a connection
+    /// given back while their database is not the active one (this replaces any `after_release` hook
+    /// of `options`).
     pub fn connect_lazy(
         engine: FailoverHandle,
         config: &Config,
@@ -141,10 +143,20 @@ impl<DB: Database> RoutedPool<DB> {
                     )
                 })
         };
-        let primary = options
-            .clone()
-            .connect_lazy(&url_of(&config.failover.primary)?)?;
-        let failover = options.connect_lazy(&url_of(&config.failover.failover)?)?;
+        let shared = engine.shared_active();
+        // A connection given back to the pool of a database that is no longer active is closed, not
+        // kept idle: nothing keeps talking to a database routing has left.
+        let for_role = |role: ActiveRole| {
+            let shared = Arc::clone(&shared);
+            options.clone().after_release(move |_conn, _meta| {
+                let keep = shared.load().role == role;
+                Box::pin(async move { Ok(keep) })
+            })
+        };
+        let primary =
+            for_role(ActiveRole::Primary).connect_lazy(&url_of(&config.failover.primary)?)?;
+        let failover =
+            for_role(ActiveRole::Failover).connect_lazy(&url_of(&config.failover.failover)?)?;
         Ok(Self::new(engine, primary, failover))
     }
 
