@@ -24,3 +24,29 @@ async fn postgres_test_bed_lifecycle() {
 async fn mariadb_test_bed_lifecycle() {
     lifecycle(Kind::MariaDb).await;
 }
+
+#[actix_rt::test]
+async fn data_survives_kill9() {
+    for kind in [Kind::Postgres, Kind::MariaDb] {
+        let mut server = DbServer::create(kind, "alpha").await;
+        server.kill9();
+        server.start().await;
+        let n = match kind {
+            Kind::Postgres => {
+                use dbfailover::sqlx::sqlx::{self, ConnectOptions};
+                let opts: sqlx::postgres::PgConnectOptions = server.url().expose().parse().unwrap();
+                let mut conn = opts.connect().await.unwrap();
+                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM whoami")
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}\n{}", server.log()))
+            }
+            Kind::MariaDb => {
+                server
+                    .admin_count("SELECT CAST(count(*) AS SIGNED) FROM app.whoami")
+                    .await
+            }
+        };
+        assert_eq!(n, 1, "{kind:?}\n{}", server.log());
+    }
+}

@@ -5,9 +5,11 @@ use dbfailover_core::{ActiveRole, Config};
 use dbfailover_engine::{ActiveSnapshot, FailoverHandle, SharedActive};
 use sqlx::pool::{PoolConnection, PoolOptions};
 use sqlx::{Database, Pool};
+use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Whether a driver error means the connection itself was lost, refused or timed out (as opposed to a
 /// bad query): the errors worth reporting to the engine for a fast recheck.
@@ -104,7 +106,11 @@ pub struct RoutedPool<DB: Database> {
     primary: Pool<DB>,
     failover: Pool<DB>,
     seen_epoch: AtomicU64,
+    report_slow_acquire_after: Duration,
 }
+
+/// How often a slow acquisition looks at the router's decision.
+const SLOW_ACQUIRE_POLL: Duration = Duration::from_millis(2);
 
 impl<DB: Database> RoutedPool<DB> {
     /// A routed handle over two pools (primary's and failover's) that the caller built.
@@ -117,7 +123,20 @@ impl<DB: Database> RoutedPool<DB> {
             primary,
             failover,
             seen_epoch,
+            report_slow_acquire_after: Self::DEFAULT_REPORT_SLOW_ACQUIRE_AFTER,
         }
+    }
+
+    /// The default of [`RoutedPool::report_slow_acquire_after`]: 25 ms.
+    pub const DEFAULT_REPORT_SLOW_ACQUIRE_AFTER: Duration = Duration::from_millis(25);
+
+    /// An acquisition still waiting after `after` is reported to the engine as a suspected failure
+    /// (the drivers retry a refused connect until the acquire timeout, which would otherwise hide a
+    /// dead database for that long). The report only starts confirming checks: a healthy database
+    /// answers the first one and nothing changes.
+    pub fn report_slow_acquire_after(mut self, after: Duration) -> Self {
+        self.report_slow_acquire_after = after;
+        self
     }
 
     /// A routed handle with lazy pools for the primary and failover of `config`, built with `options`
@@ -211,17 +230,59 @@ impl<DB: Database> RoutedPool<DB> {
     }
 
     /// A connection from the active database's pool (bounded by the pool's acquire timeout), or the
-    /// limited-mode error at once. A connection error is reported to the engine for a fast recheck.
+    /// limited-mode error at once. A connection error is reported to the engine for a fast recheck; so
+    /// is an acquisition that is still waiting after [`RoutedPool::report_slow_acquire_after`]. If
+    /// routing switches while an acquisition waits, it is abandoned and made again on the new route.
     pub async fn acquire(&self) -> Result<RoutedConnection<DB>, RoutedError> {
-        let route = self.route()?;
-        let (role, epoch) = (route.role, route.epoch);
-        let acquired = route.pool.acquire().await;
-        let connection = self.observe(role, acquired)?;
-        Ok(RoutedConnection {
-            connection,
-            role,
-            epoch,
-        })
+        loop {
+            let route = self.route()?;
+            let (role, epoch) = (route.role, route.epoch);
+            let mut acquire = std::pin::pin!(route.pool.acquire());
+            // The common case: an idle connection is there; no timer is armed for it.
+            let first =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(acquire.as_mut().poll(cx))).await;
+            let result = match first {
+                std::task::Poll::Ready(result) => Some(result),
+                std::task::Poll::Pending => self.wait_for(acquire, role, epoch).await,
+            };
+            if let Some(result) = result {
+                let connection = self.observe(role, result)?;
+                return Ok(RoutedConnection {
+                    connection,
+                    role,
+                    epoch,
+                });
+            }
+        }
+    }
+
+    /// Waits for a pending acquisition; `None` when routing switched meanwhile.
+    async fn wait_for<F>(
+        &self,
+        mut acquire: std::pin::Pin<&mut F>,
+        role: ActiveRole,
+        epoch: u64,
+    ) -> Option<F::Output>
+    where
+        F: std::future::Future,
+    {
+        let started = tokio::time::Instant::now();
+        let mut reported = false;
+        loop {
+            tokio::select! {
+                result = acquire.as_mut() => return Some(result),
+                () = tokio::time::sleep(SLOW_ACQUIRE_POLL) => {
+                    if self.snapshot().epoch != epoch {
+                        return None;
+                    }
+                    if !reported && started.elapsed() >= self.report_slow_acquire_after {
+                        reported = true;
+                        // The engine may have stopped; the acquisition goes on regardless.
+                        let _ = self.engine.report_role_failure(role);
+                    }
+                }
+            }
+        }
     }
 
     /// Passes a query's result through: a connection error (lost, refused, timed out) is reported to
