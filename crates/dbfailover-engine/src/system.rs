@@ -206,6 +206,7 @@ impl FailoverSystem {
                 shared,
                 names,
                 check_timeout: health.timeout,
+                arbiter: actix::Arbiter::current(),
                 owned: owner.map(|system| Owned {
                     system,
                     thread: Mutex::new(None),
@@ -240,6 +241,7 @@ struct Inner {
     shared: Arc<SharedActive>,
     names: RoleNames,
     check_timeout: Duration,
+    arbiter: actix::dev::ArbiterHandle,
     owned: Option<Owned>,
 }
 
@@ -318,6 +320,13 @@ impl FailoverHandle {
             "GetActiveConnection",
         )
         .await
+    }
+
+    /// The arbiter the engine's actors run on. A service without an actix `System` of its own (one that
+    /// used [`FailoverSystem::start_in_thread`]) starts its event-listener actors here:
+    /// `MyListener::start_in_arbiter(handle.arbiter(), |_| MyListener)`.
+    pub fn arbiter(&self) -> &actix::dev::ArbiterHandle {
+        &self.inner.arbiter
     }
 
     /// The router's address, for services that send it messages themselves.

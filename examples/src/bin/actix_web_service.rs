@@ -1,0 +1,67 @@
+//! An actix-web service embedding dbfailover: the engine's actors run in actix-web's own `System`,
+//! queries go through the routed pool, and limited functionality mode answers 503 at once.
+//!
+//! ```sh
+//! DBFAILOVER_PRIMARY_URL=postgres://app:secret@10.0.0.1/app \
+//! DBFAILOVER_FAILOVER_URL=postgres://app:secret@10.0.0.2/app \
+//! LISTEN=127.0.0.1:8080 cargo run -p dbfailover-examples --bin actix-web-service
+//! curl localhost:8080/whoami
+//! ```
+
+use actix::Actor;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use dbfailover::sqlx::sqlx::{self, Postgres};
+use dbfailover::{RoutedError, RoutedPool};
+use dbfailover_examples::{EventLog, config_from_env, error_body, limited_mode_body, served_body};
+
+async fn whoami(routed: web::Data<RoutedPool<Postgres>>) -> HttpResponse {
+    let answer = async {
+        let mut conn = routed.acquire().await?;
+        let role = conn.role();
+        routed.observe(
+            role,
+            sqlx::query_scalar::<_, String>("SELECT name FROM whoami")
+                .fetch_one(&mut *conn)
+                .await,
+        )
+    }
+    .await;
+    match answer {
+        Ok(name) => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(served_body(&name)),
+        Err(error @ RoutedError::AllConnectionsUnavailable { .. }) => {
+            HttpResponse::ServiceUnavailable()
+                .content_type("application/json")
+                .body(limited_mode_body(&error))
+        }
+        Err(error) => HttpResponse::BadGateway()
+            .content_type("application/json")
+            .body(error_body(&error)),
+    }
+}
+
+#[actix_web::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let config = config_from_env()?;
+    let engine = dbfailover::builder(config.clone())?.build()?.start();
+    engine.subscribe(EventLog.start().recipient()).await?;
+    let routed = web::Data::new(RoutedPool::<Postgres>::connect_lazy(
+        engine.clone(),
+        &config,
+        None,
+    )?);
+    let listen = std::env::var("LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(routed.clone())
+            .route("/whoami", web::get().to(whoami))
+    })
+    .workers(1)
+    .bind(&listen)?;
+    for addr in server.addrs() {
+        println!("listening on {addr}");
+    }
+    server.run().await?;
+    Ok(())
+}
