@@ -28,6 +28,70 @@ pub struct Config {
     /// How connections are checked (the seed's `health_check`).
     #[serde(default)]
     pub health_check: HealthCheckSettings,
+    /// Where connection state is kept and shared (the seed's `cache`).
+    #[serde(default)]
+    pub state: StateSettings,
+}
+
+/// Which state store keeps (and shares) connection state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// In this process only. The default.
+    #[default]
+    Memory,
+    /// A file shared by the processes of one host (`path`).
+    File,
+    /// Redis, shared by every instance (`url`: `redis://`, `rediss://`).
+    Redis,
+    /// Memcached, shared by every instance (`url`: `memcache://host:port`).
+    Memcached,
+}
+
+impl fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Memory => "memory",
+            Self::File => "file",
+            Self::Redis => "redis",
+            Self::Memcached => "memcached",
+        })
+    }
+}
+
+/// The seed's `cache` settings: where state is kept, under which key prefix, for how long.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateSettings {
+    /// `memory` (default), `file`, `redis` or `memcached`.
+    pub store: StoreKind,
+    /// The store's URL, for `redis` and `memcached`; shown with the password masked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<DatabaseUrl>,
+    /// The state file, for `file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<std::path::PathBuf>,
+    /// Prefix of every key. Default `dynamic_db_failover_status` (the seed's).
+    pub prefix: String,
+    /// Lifetime of every entry, renewed on each write. Default 300 s (the seed's `ttl_seconds`).
+    #[serde(with = "duration::human", alias = "ttl_seconds")]
+    pub ttl: Duration,
+    /// Bound on one store operation. Default 500 ms.
+    #[serde(with = "duration::human")]
+    pub timeout: Duration,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        Self {
+            store: StoreKind::Memory,
+            url: None,
+            path: None,
+            prefix: "dynamic_db_failover_status".into(),
+            ttl: Duration::from_secs(300),
+            timeout: Duration::from_millis(500),
+        }
+    }
 }
 
 /// The seed's `enabled` and `connections` settings.
@@ -318,6 +382,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_state()?;
         let h = &self.health_check;
         if h.query.trim().is_empty() {
             return Err(ConfigError::invalid(
@@ -361,6 +426,69 @@ impl Config {
                 "health_check.fast_interval",
                 duration::format(h.fast_interval),
                 "must be at least 10ms",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_state(&self) -> Result<(), ConfigError> {
+        let s = &self.state;
+        match s.store {
+            StoreKind::Redis | StoreKind::Memcached => {
+                let Some(url) = &s.url else {
+                    return Err(ConfigError::invalid(
+                        "state.url",
+                        "",
+                        format!("the {} store needs a URL", s.store),
+                    ));
+                };
+                let scheme = url.scheme();
+                let allowed: &[&str] = match s.store {
+                    StoreKind::Redis => &["redis", "rediss", "redis+unix", "unix"],
+                    _ => &["memcache", "memcached", "tcp"],
+                };
+                if !allowed.contains(&scheme.as_str()) {
+                    return Err(ConfigError::invalid(
+                        "state.url",
+                        url,
+                        format!(
+                            "the {} store takes {} URLs",
+                            s.store,
+                            allowed.join(":// or ")
+                        ),
+                    ));
+                }
+            }
+            StoreKind::File if s.path.is_none() => {
+                return Err(ConfigError::invalid(
+                    "state.path",
+                    "",
+                    "the file store needs a path",
+                ));
+            }
+            StoreKind::File | StoreKind::Memory => {}
+        }
+        if s.prefix.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "state.prefix",
+                &s.prefix,
+                "must not be empty",
+            ));
+        }
+        if s.ttl < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "state.ttl",
+                duration::format(s.ttl),
+                "must be at least 1s",
+            ));
+        }
+        if s.timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "state.timeout",
+                duration::format(s.timeout),
+                "must be more than 0",
             ));
         }
         Ok(())

@@ -13,9 +13,25 @@ use serde::{Deserialize, Serialize};
 pub struct FailoverEvent {
     /// When the transition happened.
     pub at: DateTime<Utc>,
+    /// Whether this instance made the transition, or learned it from the shared state store.
+    #[serde(default)]
+    pub origin: EventOrigin,
     /// What happened.
     #[serde(flatten)]
     pub kind: EventKind,
+}
+
+/// Who made a transition. With a shared store, one instance makes each transition (its events say
+/// `local`); every other instance learns it from the store (its events say `learned`), so an alerting
+/// listener can act once by ignoring learned events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventOrigin {
+    /// This instance's own check decided it.
+    #[default]
+    Local,
+    /// Another instance decided it; this one learned it from the shared store.
+    Learned,
 }
 
 #[cfg(feature = "actix")]
@@ -126,9 +142,19 @@ impl EventKind {
 }
 
 impl FailoverEvent {
-    /// An event of `kind` at `at`.
+    /// An event of `kind` at `at`, made by this instance.
     pub fn new(at: DateTime<Utc>, kind: EventKind) -> Self {
-        Self { at, kind }
+        Self {
+            at,
+            origin: EventOrigin::Local,
+            kind,
+        }
+    }
+
+    /// The same event with `origin`.
+    pub fn with_origin(mut self, origin: EventOrigin) -> Self {
+        self.origin = origin;
+        self
     }
 }
 

@@ -22,9 +22,12 @@ pub mod status;
 pub mod tracker;
 pub mod url;
 
-pub use config::{Config, DatabaseSettings, FailoverSettings, HealthCheckSettings, Schedule};
+pub use config::{
+    Config, DatabaseSettings, FailoverSettings, HealthCheckSettings, Schedule, StateSettings,
+    StoreKind,
+};
 pub use error::ConfigError;
-pub use event::{EventKind, FailoverEvent};
+pub use event::{EventKind, EventOrigin, FailoverEvent};
 pub use route::{ActiveConnection, ConnectionView, Decision, Preference, Router, route};
 pub use status::{ActiveRole, ConnectionStatus, Role, RoleNames};
 pub use tracker::{CheckResult, ConnectionState, HealthTracker, StatusTransition, Thresholds};

@@ -11,12 +11,14 @@
 //!   [`SharedActive`] word that the data path reads without a mailbox round trip.
 //! - [`messages`]: every message, with who sends it and who answers.
 //! - [`store`]: the [`StateStore`] trait and the in-memory store.
+//! - [`metrics`]: the metrics the engine records through the `metrics` facade.
 //! - [`system`]: [`FailoverSystem`] wires and starts the actors; [`FailoverHandle`] is what services keep.
 //!
 //! `docs/architecture.md` at the repository's top draws the actors and their messages.
 
 pub mod error;
 pub mod messages;
+pub mod metrics;
 pub mod probe;
 pub mod router;
 pub mod state;

@@ -208,6 +208,7 @@ impl ProbeActor {
                 settings.require_writable,
             )
             .await;
+            crate::metrics::record_check(&settings.connection, &result);
             match &result {
                 CheckResult::Success { latency, writable } => tracing::debug!(
                     latency_ms = latency.as_secs_f64() * 1000.0,

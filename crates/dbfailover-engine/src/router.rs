@@ -131,6 +131,7 @@ impl RouterActor {
     fn after_change(&mut self, before: ActiveRole, events: Vec<FailoverEvent>) {
         let after = self.router.active_role();
         self.shared.store(after, self.router.epoch());
+        crate::metrics::record_active(self.router.names(), after, before != after);
         if before != after {
             tracing::warn!(
                 from = %before,

@@ -66,6 +66,7 @@ impl StateActor {
         let Some(tracked) = self.connections.get(tracked_index) else {
             return;
         };
+        crate::metrics::record_status(&tracked.name, tracked.tracker.status());
         self.router.do_send(StatusChanged {
             connection: Arc::clone(&tracked.name),
             role: tracked.role,

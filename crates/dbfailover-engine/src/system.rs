@@ -49,6 +49,12 @@ impl FailoverSystemBuilder {
         self
     }
 
+    /// Where state is kept, already shared (as `dbfailover::store::from_settings` builds it).
+    pub fn shared_store(mut self, store: Arc<dyn StateStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// Bound on one store call. Default 500 ms.
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.store_timeout = timeout;

@@ -5,12 +5,15 @@
 //!   decision, events, errors.
 //! - [`engine`]: the actix actors (`ProbeActor`, `StateActor`, `RouterActor`), the `FailoverSystem`
 //!   builder and the `FailoverHandle` services keep.
+//! - [`store`]: the state stores (memory; file, Redis and memcached by feature) and
+//!   `store::from_settings`, which builds the one the `[state]` settings name.
 //! - [`sqlx`] (features `sqlite`, `postgres`, `mysql`): the sqlx probes and the `RoutedPool`.
 //!
 //! The most used items are re-exported at the top.
 
 pub use dbfailover_core as core;
 pub use dbfailover_engine as engine;
+pub use dbfailover_store as store;
 
 pub use dbfailover_core::{
     ActiveConnection, ActiveRole, CheckResult, Config, ConfigError, ConnectionState,

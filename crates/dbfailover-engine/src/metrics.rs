@@ -1,0 +1,71 @@
+//! The metrics the engine records through the [`metrics`] facade; an embedding service exports them with
+//! the recorder of its choice (the `dbfailover watch --metrics-addr` command serves them to Prometheus).
+//!
+//! | name | kind | labels | meaning |
+//! |---|---|---|---|
+//! | `dbfailover_probe_duration_seconds` | histogram | `connection` | latency of successful checks |
+//! | `dbfailover_checks_total` | counter | `connection`, `result` (`success` / `failure`) | checks run |
+//! | `dbfailover_check_failures_total` | counter | `connection` | failed checks |
+//! | `dbfailover_connection_status` | gauge | `connection` | 0 UNKNOWN, 1 HEALTHY, 2 DOWN |
+//! | `dbfailover_active_connection` | gauge | `connection`, `role` | 1 for the active connection, 0 for the others |
+//! | `dbfailover_switches_total` | counter | `to` (`primary` / `failover` / `blocking`) | switches of the active connection |
+
+use dbfailover_core::{ActiveRole, CheckResult, ConnectionStatus, RoleNames};
+
+/// Latency histogram name.
+pub const PROBE_DURATION: &str = "dbfailover_probe_duration_seconds";
+/// Checks counter name.
+pub const CHECKS: &str = "dbfailover_checks_total";
+/// Failures counter name.
+pub const CHECK_FAILURES: &str = "dbfailover_check_failures_total";
+/// Status gauge name.
+pub const CONNECTION_STATUS: &str = "dbfailover_connection_status";
+/// Active connection gauge name.
+pub const ACTIVE_CONNECTION: &str = "dbfailover_active_connection";
+/// Switches counter name.
+pub const SWITCHES: &str = "dbfailover_switches_total";
+
+pub(crate) fn record_check(connection: &str, result: &CheckResult) {
+    let connection = connection.to_owned();
+    match result {
+        CheckResult::Success { latency, .. } => {
+            metrics::histogram!(PROBE_DURATION, "connection" => connection.clone())
+                .record(latency.as_secs_f64());
+            metrics::counter!(CHECKS, "connection" => connection, "result" => "success")
+                .increment(1);
+        }
+        CheckResult::Failure { .. } => {
+            metrics::counter!(CHECKS, "connection" => connection.clone(), "result" => "failure")
+                .increment(1);
+            metrics::counter!(CHECK_FAILURES, "connection" => connection).increment(1);
+        }
+    }
+}
+
+pub(crate) fn record_status(connection: &str, status: ConnectionStatus) {
+    let value = match status {
+        ConnectionStatus::Unknown => 0.0,
+        ConnectionStatus::Healthy => 1.0,
+        ConnectionStatus::Down => 2.0,
+    };
+    metrics::gauge!(CONNECTION_STATUS, "connection" => connection.to_owned()).set(value);
+}
+
+pub(crate) fn record_active(names: &RoleNames, active: ActiveRole, switched: bool) {
+    for role in [
+        ActiveRole::Primary,
+        ActiveRole::Failover,
+        ActiveRole::Blocking,
+    ] {
+        let value = if role == active { 1.0 } else { 0.0 };
+        metrics::gauge!(
+            ACTIVE_CONNECTION,
+            "connection" => names.name(role).to_owned(),
+            "role" => role.to_string()
+        )
+        .set(value);
+    }
+    if switched {
+        metrics::counter!(SWITCHES, "to" => active.to_string()).increment(1);
+    }
+}
