@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use dbfailover::engine::{FnProbe, StoredState};
+use dbfailover::engine::{FnProbe, StoreFuture, StoredState, Versioned};
 use dbfailover::{
     ActiveRole, Config, ConnectionStatus, DatabaseUrl, FailoverHandle, FailoverSystem, MemoryStore,
     ProbeError, ProbeReport, Schedule, StateStore,
@@ -40,12 +40,32 @@ struct Bed {
 struct SharedStore(Arc<MemoryStore>);
 
 impl StateStore for SharedStore {
-    fn load<'a>(&'a self, c: &'a str) -> dbfailover::engine::StoreFuture<'a, Option<StoredState>> {
+    fn load<'a>(&'a self, c: &'a str) -> StoreFuture<'a, Option<Versioned>> {
         self.0.load(c)
     }
-    fn save<'a>(&'a self, c: &'a str, s: StoredState) -> dbfailover::engine::StoreFuture<'a, ()> {
-        self.0.save(c, s)
+    fn compare_and_set<'a>(
+        &'a self,
+        c: &'a str,
+        expected: Option<u64>,
+        s: StoredState,
+    ) -> StoreFuture<'a, Option<u64>> {
+        self.0.compare_and_set(c, expected, s)
     }
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        self.0.changes()
+    }
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+}
+
+/// The seed's view of an entry: status and failure count.
+async fn stored(store: &MemoryStore, connection: &str) -> Option<(ConnectionStatus, u32)> {
+    store
+        .load(connection)
+        .await
+        .unwrap()
+        .map(|v| (v.state.counts.status, v.state.counts.failure_count))
 }
 
 async fn bed(primary_up: bool, failover_up: bool) -> Bed {
@@ -156,16 +176,20 @@ async fn state_recovery_from_down_emits_restored_but_unknown_to_healthy_does_not
 async fn state_an_expired_entry_reads_as_unknown_and_zero() {
     tokio::time::pause();
     let store = MemoryStore::new(Duration::from_secs(300));
-    let down = StoredState {
+    let down = StoredState::now(dbfailover::core::Counts {
         status: ConnectionStatus::Down,
         failure_count: 3,
-    };
-    store.save("mysql", down).await.unwrap();
+        success_count: 0,
+    });
+    store.compare_and_set("mysql", None, down).await.unwrap();
     tokio::time::sleep(Duration::from_secs(299)).await;
-    assert_eq!(store.load("mysql").await.unwrap(), Some(down));
+    assert_eq!(
+        stored(&store, "mysql").await,
+        Some((ConnectionStatus::Down, 3))
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        store.load("mysql").await.unwrap(),
+        stored(&store, "mysql").await,
         None,
         "expired = missing = UNKNOWN / 0"
     );

@@ -30,5 +30,7 @@ pub use error::ConfigError;
 pub use event::{EventKind, EventOrigin, FailoverEvent};
 pub use route::{ActiveConnection, ConnectionView, Decision, Preference, Router, route};
 pub use status::{ActiveRole, ConnectionStatus, Role, RoleNames};
-pub use tracker::{CheckResult, ConnectionState, HealthTracker, StatusTransition, Thresholds};
+pub use tracker::{
+    CheckResult, ConnectionState, Counts, HealthTracker, StatusTransition, Thresholds,
+};
 pub use url::DatabaseUrl;

@@ -97,6 +97,17 @@ pub struct ConnectionState {
     pub last_error: Option<String>,
 }
 
+/// The part of a tracker's state that decides transitions: what a shared store keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// The status.
+    pub status: ConnectionStatus,
+    /// Consecutive failed checks.
+    pub failure_count: u32,
+    /// Consecutive successful checks.
+    pub success_count: u32,
+}
+
 /// Tracks consecutive results of one connection and decides its status.
 ///
 /// - UNKNOWN becomes HEALTHY on the first success, and DOWN after `failure_threshold` consecutive failures.
@@ -130,6 +141,30 @@ impl HealthTracker {
                 ..ConnectionState::default()
             },
         }
+    }
+
+    /// A tracker resuming from shared counts (a store's entry), with nothing else known.
+    pub fn from_counts(thresholds: Thresholds, counts: Counts) -> Self {
+        let mut tracker = Self::new(thresholds);
+        tracker.adopt(counts);
+        tracker
+    }
+
+    /// The status and consecutive counts.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            status: self.state.status,
+            failure_count: self.state.failure_count,
+            success_count: self.state.success_count,
+        }
+    }
+
+    /// Takes status and counts from elsewhere (the shared store's decision), keeping what this tracker
+    /// knows of its own checks (last check, latency, error).
+    pub fn adopt(&mut self, counts: Counts) {
+        self.state.status = counts.status;
+        self.state.failure_count = counts.failure_count;
+        self.state.success_count = counts.success_count;
     }
 
     /// The thresholds this tracker applies.

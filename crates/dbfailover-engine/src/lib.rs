@@ -30,5 +30,5 @@ pub use messages::{ConnectionReport, GetActiveConnection, SubscriptionId};
 pub use probe::{FnProbe, Probe, ProbeActor, ProbeFuture, ProbeReport};
 pub use router::{ActiveSnapshot, RouterActor, SharedActive};
 pub use state::StateActor;
-pub use store::{MemoryStore, StateStore, StoreFuture, StoredState};
+pub use store::{MemoryStore, StateStore, StoreFuture, StoredState, Versioned};
 pub use system::{FailoverHandle, FailoverSystem, FailoverSystemBuilder};

@@ -4,7 +4,7 @@ use actix::{Message, Recipient};
 use chrono::{DateTime, Utc};
 use dbfailover_core::route::Preference;
 use dbfailover_core::{
-    ActiveConnection, CheckResult, ConnectionState, ConnectionStatus, ConnectionView,
+    ActiveConnection, CheckResult, ConnectionState, ConnectionStatus, ConnectionView, EventOrigin,
     FailoverEvent, Role, StatusTransition,
 };
 use std::sync::Arc;
@@ -51,16 +51,24 @@ pub struct StatusChanged {
     pub view: ConnectionView,
     /// The transition this check caused, if any (its status events are published by the router).
     pub transition: Option<StatusTransition>,
+    /// Whether this instance made the transition, or learned it from the shared store.
+    pub origin: EventOrigin,
 }
+
+/// A store's change feed (or the poll timer) -> `StateActor`: the entry of this connection may have been
+/// changed by another instance; load it and adopt it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StoreChanged(pub String);
 
 /// `StateActor` -> `RouterActor`: publish an event that is not a transition of routing (store events).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Publish(pub FailoverEvent);
 
-/// `RouterActor` -> `StateActor`: a forced switch marks its target HEALTHY.
+/// `RouterActor` -> `StateActor`: a forced switch marks its target HEALTHY. Answers the status.
 #[derive(Debug, Message)]
-#[rtype(result = "()")]
+#[rtype(result = "ConnectionStatus")]
 pub struct ForceStatus {
     /// The connection's name.
     pub connection: Arc<str>,

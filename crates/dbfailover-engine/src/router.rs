@@ -9,7 +9,8 @@ use actix::prelude::*;
 use dbfailover_core::event::status_events;
 use dbfailover_core::route::Preference;
 use dbfailover_core::{
-    ActiveRole, ConnectionStatus, ConnectionView, FailoverEvent, Role, RoleNames, Router,
+    ActiveRole, ConnectionStatus, ConnectionView, EventOrigin, FailoverEvent, Role, RoleNames,
+    Router,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,7 +109,7 @@ impl RouterActor {
         }
     }
 
-    fn reroute(&mut self) {
+    fn reroute(&mut self, origin: EventOrigin) {
         if !self.enabled {
             return;
         }
@@ -116,7 +117,12 @@ impl RouterActor {
         let outcome = self
             .router
             .update(self.primary, self.failover, chrono::Utc::now());
-        self.after_change(before, outcome.events);
+        let events = outcome
+            .events
+            .into_iter()
+            .map(|e| e.with_origin(origin))
+            .collect();
+        self.after_change(before, events);
         if let Some(role) = outcome.check_now {
             let probe = match role {
                 Role::Primary => self.probe_primary.as_ref(),
@@ -168,14 +174,18 @@ impl Handler<StatusChanged> for RouterActor {
 
     fn handle(&mut self, msg: StatusChanged, _ctx: &mut Context<Self>) {
         if let Some(transition) = &msg.transition {
-            self.publish(status_events(msg.role, &msg.connection, transition));
+            let events = status_events(msg.role, &msg.connection, transition)
+                .into_iter()
+                .map(|e| e.with_origin(msg.origin))
+                .collect();
+            self.publish(events);
         }
         match msg.role {
             Role::Primary => self.primary = msg.view,
             Role::Failover => self.failover = msg.view,
             Role::Other => return,
         }
-        self.reroute();
+        self.reroute(msg.origin);
     }
 }
 

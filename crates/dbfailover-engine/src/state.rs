@@ -1,45 +1,154 @@
-//! The `StateActor`: owns the thresholds and every connection's tracker, persists state, tells the router.
+//! The `StateActor`: owns the thresholds and every connection's tracker, shares state through the
+//! store, learns other instances' transitions, and tells the router.
 
 use crate::messages::{
     ConnectionReport, ForceStatus, GetConnectionStates, ProbeCompleted, Publish, StatusChanged,
+    StoreChanged,
 };
 use crate::router::RouterActor;
-use crate::store::{StateStore, StoredState};
+use crate::store::{StateStore, StoredState, Versioned};
 use actix::prelude::*;
+use chrono::{DateTime, Utc};
 use dbfailover_core::{
-    ConnectionStatus, ConnectionView, EventKind, FailoverEvent, HealthTracker, Role,
-    StatusTransition, Thresholds,
+    CheckResult, ConnectionStatus, ConnectionView, Counts, EventKind, EventOrigin, FailoverEvent,
+    HealthTracker, Role, StatusTransition, Thresholds,
 };
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A `StoreChanged` name that cannot be a connection's (names are trimmed, non-empty): the change feed
+/// ended, poll from now on.
+const POLL_FOREVER: &str = " poll";
+
+/// How many times an update is retried when other writers keep coming first.
+const CAS_ATTEMPTS: usize = 16;
 
 struct Tracked {
     name: Arc<str>,
     role: Role,
     tracker: HealthTracker,
+    /// The store's version of the entry this tracker last adopted or wrote.
+    version: Option<u64>,
+    /// Set when a store outage begins (milliseconds since the epoch): store entries older than this are
+    /// stale for this connection until its first successful update after the outage.
+    reconcile_since: Option<i64>,
 }
 
-/// Records every check result in the connection's tracker (UNKNOWN / HEALTHY / DOWN with the failure and
-/// recovery thresholds), writes the state to the [`StateStore`], and sends each change to the router.
+/// Records every check result (UNKNOWN / HEALTHY / DOWN with the failure and recovery thresholds) and
+/// tells the router of each change.
 ///
-/// A store that errors, hangs or panics never stops this: each store call runs in its own task bounded by
-/// the store timeout, and the actor goes on from its local trackers. The first failure of an outage
-/// publishes `CacheUnavailable`, the first success after it `CacheRestored`.
+/// With the store available, a result is applied to the shared entry by compare-and-set (so the
+/// decision is the same for every instance sharing the store, and no update is lost), and the tracker
+/// adopts the result. Changes other instances make arrive through the store's change feed (or a poll
+/// at the check interval) and are adopted as *learned*. Without the store (an error, a timeout, a
+/// panic), the tracker records the result locally and routing goes on from it; `CacheUnavailable` is
+/// published once per outage and `CacheRestored` when the store answers again. Entries older than the
+/// outage are then replaced by the local state, newer ones (written meanwhile by instances that could
+/// reach the store) are adopted: no spurious switch either way.
 pub struct StateActor {
     connections: Vec<Tracked>,
+    thresholds: Thresholds,
     store: Arc<dyn StateStore>,
     store_timeout: Duration,
+    poll_interval: Duration,
     router: Addr<RouterActor>,
-    store_available: bool,
+    /// `None` while the store answers; since when it did not.
+    outage_since: Option<DateTime<Utc>>,
+    /// A store probe during an outage is running.
+    store_retry_in_flight: bool,
+    /// When the last store probe during an outage started.
+    last_store_retry: Option<tokio::time::Instant>,
+}
+
+/// What one shared update did.
+struct Applied {
+    /// The entry's status before this update (its base).
+    before: ConnectionStatus,
+    /// The entry written.
+    after: Versioned,
+}
+
+/// Applies `result` to the store's entry of `connection` by compare-and-set. The base is the store's
+/// entry, unless it is missing or older than the caller's outage, in which case it is the caller's
+/// local counts (so a store that comes back empty or stale cannot undo what was decided meanwhile).
+async fn apply_shared(
+    store: Arc<dyn StateStore>,
+    connection: Arc<str>,
+    update: Update,
+    thresholds: Thresholds,
+    local: Counts,
+    outage_since_ms: Option<i64>,
+) -> Result<Applied, String> {
+    for _ in 0..CAS_ATTEMPTS {
+        let current = store.load(&connection).await.map_err(|e| e.to_string())?;
+        let usable =
+            current.filter(|v| outage_since_ms.is_none_or(|since| v.state.updated_at_ms >= since));
+        let base = usable.map_or(local, |v| v.state.counts);
+        let counts = match &update {
+            Update::Result(result, at) => {
+                let mut tracker = HealthTracker::from_counts(thresholds, base);
+                tracker.record(result, *at);
+                tracker.counts()
+            }
+            Update::Force(status) => Counts {
+                status: *status,
+                failure_count: 0,
+                success_count: 0,
+            },
+        };
+        let state = StoredState::now(counts);
+        if let Some(version) = store
+            .compare_and_set(&connection, current.map(|v| v.version), state)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(Applied {
+                before: base.status,
+                after: Versioned { state, version },
+            });
+        }
+    }
+    Err(format!("gave up after {CAS_ATTEMPTS} conflicting writes"))
+}
+
+/// What is applied to an entry.
+#[derive(Clone)]
+enum Update {
+    Result(CheckResult, DateTime<Utc>),
+    Force(ConnectionStatus),
+}
+
+/// Runs a store operation in a task of its own, bounded by `timeout`: a hang or a panic in a store is
+/// an error here, never a stuck actor.
+async fn bounded<T: Send + 'static>(
+    timeout: Duration,
+    what: &'static str,
+    operation: impl std::future::Future<Output = Result<T, String>> + Send + 'static,
+) -> Result<T, String> {
+    let task = tokio::spawn(tokio::time::timeout(timeout, operation));
+    let abort = task.abort_handle();
+    match tokio::time::timeout(timeout + Duration::from_millis(50), task).await {
+        Ok(Ok(Ok(result))) => result,
+        Ok(Ok(Err(_))) | Err(_) => {
+            abort.abort();
+            Err(format!(
+                "state store did not answer {what} within {timeout:?}"
+            ))
+        }
+        Ok(Err(join)) if join.is_panic() => Err(format!("state store panicked during {what}")),
+        Ok(Err(_)) => Err(format!("state store {what} was cancelled")),
+    }
 }
 
 impl StateActor {
-    /// A state actor for `connections` (name and role), starting UNKNOWN.
+    /// A state actor for `connections` (name and role), starting UNKNOWN. Without a change feed from
+    /// the store, other instances' changes are polled every `poll_interval`.
     pub fn new(
         connections: Vec<(Arc<str>, Role)>,
         thresholds: Thresholds,
         store: Arc<dyn StateStore>,
         store_timeout: Duration,
+        poll_interval: Duration,
         router: Addr<RouterActor>,
     ) -> Self {
         Self {
@@ -49,24 +158,40 @@ impl StateActor {
                     name,
                     role,
                     tracker: HealthTracker::new(thresholds),
+                    version: None,
+                    reconcile_since: None,
                 })
                 .collect(),
+            thresholds,
             store,
             store_timeout,
+            poll_interval,
             router,
-            store_available: true,
+            outage_since: None,
+            store_retry_in_flight: false,
+            last_store_retry: None,
         }
     }
 
-    fn find(&mut self, name: &str) -> Option<&mut Tracked> {
-        self.connections.iter_mut().find(|c| &*c.name == name)
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.connections.iter().position(|c| &*c.name == name)
     }
 
-    fn tell_router(&self, tracked_index: usize, transition: Option<StatusTransition>) {
-        let Some(tracked) = self.connections.get(tracked_index) else {
+    fn tell_router(&self, index: usize, transition: Option<StatusTransition>, origin: EventOrigin) {
+        let Some(tracked) = self.connections.get(index) else {
             return;
         };
         crate::metrics::record_status(&tracked.name, tracked.tracker.status());
+        if let Some(t) = &transition {
+            tracing::info!(
+                connection = %tracked.name,
+                from = %t.from,
+                to = %t.to,
+                origin = ?origin,
+                reason = t.reason.as_deref().unwrap_or(""),
+                "connection status changed"
+            );
+        }
         self.router.do_send(StatusChanged {
             connection: Arc::clone(&tracked.name),
             role: tracked.role,
@@ -75,62 +200,36 @@ impl StateActor {
                 checked: tracked.tracker.has_results(),
             },
             transition,
+            origin,
         });
-    }
-
-    /// Runs one store operation in its own task, bounded by the store timeout, and tracks outages.
-    fn store_call<F, T>(
-        &mut self,
-        what: &'static str,
-        call: F,
-        ctx: &mut Context<Self>,
-    ) -> SpawnHandle
-    where
-        F: FnOnce(Arc<dyn StateStore>) -> crate::store::StoreFuture<'static, T> + Send + 'static,
-        T: Send + 'static,
-    {
-        let store = Arc::clone(&self.store);
-        let timeout = self.store_timeout;
-        let task = tokio::spawn(async move { tokio::time::timeout(timeout, call(store)).await });
-        let abort = task.abort_handle();
-        let outcome = async move {
-            match tokio::time::timeout(timeout + Duration::from_millis(50), task).await {
-                Ok(Ok(Ok(Ok(_)))) => Ok(()),
-                Ok(Ok(Ok(Err(e)))) => Err(e.to_string()),
-                Ok(Ok(Err(_))) | Err(_) => {
-                    abort.abort();
-                    Err(format!(
-                        "state store did not answer {what} within {timeout:?}"
-                    ))
-                }
-                Ok(Err(join)) if join.is_panic() => {
-                    Err(format!("state store panicked during {what}"))
-                }
-                Ok(Err(_)) => Err(format!("state store {what} was cancelled")),
-            }
-        };
-        ctx.spawn(outcome.into_actor(self).map(move |outcome, act, _ctx| {
-            act.note_store_outcome(what, outcome);
-        }))
     }
 
     fn note_store_outcome(&mut self, what: &'static str, outcome: Result<(), String>) {
         match outcome {
-            Ok(()) if !self.store_available => {
-                self.store_available = true;
-                tracing::info!("state store available again");
-                self.router.do_send(Publish(FailoverEvent::new(
-                    chrono::Utc::now(),
-                    EventKind::CacheRestored {},
-                )));
-            }
-            Ok(()) => {}
-            Err(error) => {
-                tracing::warn!(operation = what, %error, "state store unavailable; going on from local state");
-                if self.store_available {
-                    self.store_available = false;
+            Ok(()) => {
+                if self.outage_since.take().is_some() {
+                    tracing::info!(store = %self.store.describe(), "state store available again");
                     self.router.do_send(Publish(FailoverEvent::new(
-                        chrono::Utc::now(),
+                        Utc::now(),
+                        EventKind::CacheRestored {},
+                    )));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(
+                    store = %self.store.describe(),
+                    operation = what,
+                    %error,
+                    "state store unavailable; going on from local state"
+                );
+                if self.outage_since.is_none() {
+                    let now = Utc::now();
+                    self.outage_since = Some(now);
+                    for tracked in &mut self.connections {
+                        tracked.reconcile_since = Some(now.timestamp_millis());
+                    }
+                    self.router.do_send(Publish(FailoverEvent::new(
+                        Utc::now(),
                         EventKind::CacheUnavailable { error },
                     )));
                 }
@@ -138,20 +237,162 @@ impl StateActor {
         }
     }
 
-    fn persist(&mut self, index: usize, ctx: &mut Context<Self>) {
-        let Some(tracked) = self.connections.get(index) else {
+    /// Adopts the store's entry for connection `index` (learned from another instance).
+    fn adopt(
+        &mut self,
+        index: usize,
+        entry: Versioned,
+        origin: EventOrigin,
+        reason: Option<String>,
+    ) {
+        let Some(tracked) = self.connections.get_mut(index) else {
             return;
         };
-        let name = Arc::clone(&tracked.name);
-        let state = StoredState {
-            status: tracked.tracker.status(),
-            failure_count: tracked.tracker.state().failure_count,
+        if tracked.version == Some(entry.version) {
+            return;
+        }
+        tracked.version = Some(entry.version);
+        let before = tracked.tracker.status();
+        tracked.tracker.adopt(entry.state.counts);
+        let after = entry.state.counts.status;
+        let transition = (before != after).then(|| StatusTransition {
+            from: before,
+            to: after,
+            at: DateTime::from_timestamp_millis(entry.state.updated_at_ms).unwrap_or_else(Utc::now),
+            reason: if after == ConnectionStatus::Down {
+                reason
+            } else {
+                None
+            },
+        });
+        if transition.is_some() || origin == EventOrigin::Learned {
+            self.tell_router(index, transition, origin);
+        }
+    }
+
+    /// Records `update` in the local tracker only (the store is unavailable) and tells the router.
+    fn record_locally(&mut self, index: usize, update: &Update) -> ConnectionStatus {
+        let Some(tracked) = self.connections.get_mut(index) else {
+            return ConnectionStatus::Unknown;
         };
-        self.store_call(
-            "save",
-            move |store| Box::pin(async move { store.save(&name, state).await }),
-            ctx,
+        let transition = match update {
+            Update::Result(result, at) => tracked.tracker.record(result, *at),
+            Update::Force(status) => {
+                tracked.tracker.force(*status, Utc::now());
+                None
+            }
+        };
+        let status = tracked.tracker.status();
+        self.tell_router(index, transition, EventOrigin::Local);
+        status
+    }
+
+    /// During an outage, checks now and then (at most once per poll interval, one at a time) whether
+    /// the store answers again, without making any caller wait for it.
+    fn retry_store(&mut self, ctx: &mut Context<Self>) {
+        let due = self
+            .last_store_retry
+            .is_none_or(|last| last.elapsed() >= self.poll_interval);
+        if self.store_retry_in_flight || !due {
+            return;
+        }
+        let Some(first) = self.connections.first() else {
+            return;
+        };
+        self.store_retry_in_flight = true;
+        self.last_store_retry = Some(tokio::time::Instant::now());
+        let name = Arc::clone(&first.name);
+        let store = Arc::clone(&self.store);
+        let load = bounded(self.store_timeout, "load", async move {
+            store.load(&name).await.map_err(|e| e.to_string())
+        });
+        ctx.spawn(load.into_actor(self).map(|outcome, act, _ctx| {
+            act.store_retry_in_flight = false;
+            if outcome.is_ok() {
+                act.note_store_outcome("load", Ok(()));
+            }
+        }));
+    }
+
+    /// Applies `update` to connection `index` through the store, or locally while the store is away.
+    fn update(
+        &mut self,
+        index: usize,
+        update: Update,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, ConnectionStatus> {
+        if self.outage_since.is_some() {
+            let status = self.record_locally(index, &update);
+            self.retry_store(ctx);
+            return Box::pin(actix::fut::ready(status));
+        }
+        let Some(tracked) = self.connections.get(index) else {
+            return Box::pin(actix::fut::ready(ConnectionStatus::Unknown));
+        };
+        let operation = apply_shared(
+            Arc::clone(&self.store),
+            Arc::clone(&tracked.name),
+            update.clone(),
+            self.thresholds,
+            tracked.tracker.counts(),
+            tracked.reconcile_since,
         );
+        let work = bounded(self.store_timeout, "update", operation);
+        Box::pin(work.into_actor(self).map(move |outcome, act, _ctx| {
+            let applied = match outcome {
+                Ok(applied) => applied,
+                Err(error) => {
+                    act.note_store_outcome("update", Err(error));
+                    return act.record_locally(index, &update);
+                }
+            };
+            act.note_store_outcome("update", Ok(()));
+            let failure_reason = match &update {
+                Update::Result(CheckResult::Failure { reason }, _) => Some(reason.clone()),
+                _ => None,
+            };
+            let tracked = &mut act.connections[index];
+            let before = tracked.tracker.status();
+            // The check's own facts (time, latency, error) are this instance's; the decision is the store's.
+            match &update {
+                Update::Result(result, at) => {
+                    tracked.tracker.record(result, *at);
+                }
+                Update::Force(status) => {
+                    tracked.tracker.force(*status, Utc::now());
+                }
+            }
+            tracked.tracker.adopt(applied.after.state.counts);
+            tracked.version = Some(applied.after.version);
+            tracked.reconcile_since = None;
+            let after = tracked.tracker.status();
+            let transition = (before != after && matches!(update, Update::Result(..))).then(|| {
+                StatusTransition {
+                    from: before,
+                    to: after,
+                    at: Utc::now(),
+                    reason: if after == ConnectionStatus::Down {
+                        failure_reason
+                    } else {
+                        None
+                    },
+                }
+            });
+            let made_here = applied.before != applied.after.state.counts.status;
+            let origin = if made_here {
+                EventOrigin::Local
+            } else {
+                EventOrigin::Learned
+            };
+            act.tell_router(index, transition, origin);
+            after
+        }))
+    }
+
+    fn poll(&mut self, ctx: &mut Context<Self>) {
+        for tracked in &self.connections {
+            ctx.notify(StoreChanged(tracked.name.to_string()));
+        }
     }
 }
 
@@ -159,48 +400,98 @@ impl Actor for StateActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // Resume from the store (a restarted engine, or another instance's knowledge). Bounded; an
+        // Resume from the store (a restarted engine, or other instances' knowledge). Bounded; an
         // unavailable store leaves every connection UNKNOWN, as before the first check.
         for index in 0..self.connections.len() {
             let name = Arc::clone(&self.connections[index].name);
             let store = Arc::clone(&self.store);
-            let timeout = self.store_timeout;
-            let load = async move {
-                let task = tokio::spawn(async move {
-                    tokio::time::timeout(timeout, async move { store.load(&name).await }).await
-                });
-                match tokio::time::timeout(timeout + Duration::from_millis(50), task).await {
-                    Ok(Ok(Ok(result))) => result.map_err(|e| e.to_string()),
-                    _ => Err(format!(
-                        "state store did not answer load within {timeout:?}"
-                    )),
-                }
-            };
+            let load = bounded(self.store_timeout, "load", async move {
+                store.load(&name).await.map_err(|e| e.to_string())
+            });
             ctx.wait(
                 load.into_actor(self)
                     .map(move |loaded, act, _ctx| match loaded {
-                        Ok(Some(stored)) => {
-                            if let Some(tracked) = act.connections.get_mut(index) {
-                                let thresholds = tracked.tracker.thresholds();
-                                tracked.tracker = HealthTracker::resume(
-                                    thresholds,
-                                    stored.status,
-                                    stored.failure_count,
-                                );
+                        Ok(Some(entry)) => {
+                            act.adopt(index, entry, EventOrigin::Learned, None);
+                            if let Some(tracked) = act.connections.get(index) {
                                 tracing::info!(
                                     connection = %tracked.name,
-                                    status = %stored.status,
-                                    failure_count = stored.failure_count,
+                                    status = %entry.state.counts.status,
+                                    failure_count = entry.state.counts.failure_count,
                                     "resumed from the state store"
                                 );
                             }
-                            act.tell_router(index, None);
                         }
                         Ok(None) => {}
                         Err(error) => act.note_store_outcome("load", Err(error)),
                     }),
             );
         }
+        match self.store.changes() {
+            Some(mut feed) => {
+                let addr = ctx.address();
+                actix::spawn(async move {
+                    use tokio::sync::broadcast::error::RecvError;
+                    while addr.connected() {
+                        match feed.recv().await {
+                            Ok(name) => addr.do_send(StoreChanged(name)),
+                            // Some names were missed: reload every connection.
+                            Err(RecvError::Lagged(_)) => addr.do_send(StoreChanged(String::new())),
+                            Err(RecvError::Closed) => {
+                                tracing::warn!("state store change feed ended; polling instead");
+                                addr.do_send(StoreChanged(POLL_FOREVER.to_owned()));
+                                break;
+                            }
+                        }
+                    }
+                });
+            }
+            None => {
+                ctx.run_interval(self.poll_interval, |act, ctx| act.poll(ctx));
+            }
+        }
+    }
+}
+
+impl Handler<StoreChanged> for StateActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StoreChanged, ctx: &mut Context<Self>) {
+        if msg.0 == POLL_FOREVER {
+            ctx.run_interval(self.poll_interval, |act, ctx| act.poll(ctx));
+            return;
+        }
+        if msg.0.is_empty() {
+            self.poll(ctx);
+            return;
+        }
+        let Some(index) = self.index_of(&msg.0) else {
+            return;
+        };
+        if self.outage_since.is_some() {
+            // During an outage the local state rules; the next update reconciles.
+            return;
+        }
+        let name = Arc::clone(&self.connections[index].name);
+        let store = Arc::clone(&self.store);
+        let load = bounded(self.store_timeout, "load", async move {
+            store.load(&name).await.map_err(|e| e.to_string())
+        });
+        ctx.spawn(
+            load.into_actor(self)
+                .map(move |loaded, act, _ctx| match loaded {
+                    Ok(Some(entry)) => act.adopt(
+                        index,
+                        entry,
+                        EventOrigin::Learned,
+                        Some("decided by another instance".to_owned()),
+                    ),
+                    // A missing entry (expired, or a store that restarted empty) is rewritten by the next
+                    // update from the local state; adopting UNKNOWN here could switch to a dead database.
+                    Ok(None) => {}
+                    Err(error) => act.note_store_outcome("load", Err(error)),
+                }),
+        );
     }
 }
 
@@ -211,52 +502,24 @@ impl Supervised for StateActor {
 }
 
 impl Handler<ProbeCompleted> for StateActor {
-    type Result = MessageResult<ProbeCompleted>;
+    type Result = ResponseActFuture<Self, ConnectionStatus>;
 
     fn handle(&mut self, msg: ProbeCompleted, ctx: &mut Context<Self>) -> Self::Result {
-        let Some(index) = self
-            .connections
-            .iter()
-            .position(|c| c.name == msg.connection)
-        else {
-            return MessageResult(ConnectionStatus::Unknown);
-        };
-        let tracked = &mut self.connections[index];
-        let transition = tracked.tracker.record(&msg.result, msg.at);
-        let status = tracked.tracker.status();
-        if let Some(t) = &transition {
-            tracing::info!(
-                connection = %tracked.name,
-                from = %t.from,
-                to = %t.to,
-                reason = t.reason.as_deref().unwrap_or(""),
-                "connection status changed"
-            );
+        match self.index_of(&msg.connection) {
+            Some(index) => self.update(index, Update::Result(msg.result, msg.at), ctx),
+            None => Box::pin(actix::fut::ready(ConnectionStatus::Unknown)),
         }
-        self.persist(index, ctx);
-        self.tell_router(index, transition);
-        MessageResult(status)
     }
 }
 
 impl Handler<ForceStatus> for StateActor {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ConnectionStatus>;
 
-    fn handle(&mut self, msg: ForceStatus, ctx: &mut Context<Self>) {
-        let now = chrono::Utc::now();
-        let Some(tracked) = self.find(&msg.connection) else {
-            return;
-        };
-        if tracked.tracker.force(msg.status, now).is_some() {
-            tracing::info!(connection = %msg.connection, status = %msg.status, "status set by a forced switch");
-        }
-        if let Some(index) = self
-            .connections
-            .iter()
-            .position(|c| c.name == msg.connection)
-        {
-            self.persist(index, ctx);
-            self.tell_router(index, None);
+    fn handle(&mut self, msg: ForceStatus, ctx: &mut Context<Self>) -> Self::Result {
+        tracing::info!(connection = %msg.connection, status = %msg.status, "status set by a forced switch");
+        match self.index_of(&msg.connection) {
+            Some(index) => self.update(index, Update::Force(msg.status), ctx),
+            None => Box::pin(actix::fut::ready(ConnectionStatus::Unknown)),
         }
     }
 }

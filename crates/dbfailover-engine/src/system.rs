@@ -166,9 +166,17 @@ impl FailoverSystem {
             let thresholds = health.thresholds();
             let store = Arc::clone(&self.store);
             let store_timeout = self.store_timeout;
+            let poll_interval = health.interval.interval().unwrap_or(Duration::from_secs(1));
             let router = router.clone();
             Supervisor::start(move |_| {
-                StateActor::new(connections, thresholds, store, store_timeout, router)
+                StateActor::new(
+                    connections,
+                    thresholds,
+                    store,
+                    store_timeout,
+                    poll_interval,
+                    router,
+                )
             })
         };
         router.do_send(WireState(state_actor.clone()));

@@ -6,7 +6,9 @@ mod common;
 
 use common::{Mode, Scripted, collector, config, drain, sleep_ms};
 use dbfailover_core::{ActiveRole, ConnectionStatus};
-use dbfailover_engine::{FailoverSystem, StateStore, StoreError, StoreFuture, StoredState};
+use dbfailover_engine::{
+    FailoverSystem, StateStore, StoreError, StoreFuture, StoredState, Versioned,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -91,17 +93,25 @@ struct Breakable {
 }
 
 impl StateStore for Breakable {
-    fn load<'a>(&'a self, connection: &'a str) -> StoreFuture<'a, Option<StoredState>> {
+    fn load<'a>(&'a self, connection: &'a str) -> StoreFuture<'a, Option<Versioned>> {
         if self.broken.load(Ordering::SeqCst) {
             return Box::pin(async { Err(StoreError::new("connection refused")) });
         }
         self.inner.load(connection)
     }
-    fn save<'a>(&'a self, connection: &'a str, state: StoredState) -> StoreFuture<'a, ()> {
+    fn compare_and_set<'a>(
+        &'a self,
+        connection: &'a str,
+        expected: Option<u64>,
+        state: StoredState,
+    ) -> StoreFuture<'a, Option<u64>> {
         if self.broken.load(Ordering::SeqCst) {
             return Box::pin(async { Err(StoreError::new("connection refused")) });
         }
-        self.inner.save(connection, state)
+        self.inner.compare_and_set(connection, expected, state)
+    }
+    fn describe(&self) -> String {
+        "breakable".into()
     }
 }
 
@@ -143,7 +153,7 @@ async fn a_broken_store_never_stops_failover_and_its_outage_is_reported_once() {
     assert_eq!(drain(&events), ["CacheRestored"]);
     let stored = store.inner.load("main").await.unwrap().unwrap();
     assert_eq!(
-        stored.status,
+        stored.state.counts.status,
         ConnectionStatus::Down,
         "the store caught up with the local state"
     );
@@ -153,11 +163,19 @@ async fn a_broken_store_never_stops_failover_and_its_outage_is_reported_once() {
 struct Hung;
 
 impl StateStore for Hung {
-    fn load<'a>(&'a self, _connection: &'a str) -> StoreFuture<'a, Option<StoredState>> {
+    fn load<'a>(&'a self, _connection: &'a str) -> StoreFuture<'a, Option<Versioned>> {
         Box::pin(std::future::pending())
     }
-    fn save<'a>(&'a self, _connection: &'a str, _state: StoredState) -> StoreFuture<'a, ()> {
+    fn compare_and_set<'a>(
+        &'a self,
+        _connection: &'a str,
+        _expected: Option<u64>,
+        _state: StoredState,
+    ) -> StoreFuture<'a, Option<u64>> {
         Box::pin(std::future::pending())
+    }
+    fn describe(&self) -> String {
+        "hung".into()
     }
 }
 
