@@ -2,10 +2,12 @@
 //!
 //! ## Layout
 //! - [`sqlite`]: SQLite database files in a temporary folder that can be moved away and back.
+//! - [`cache`]: real Redis and memcached servers on free loopback ports.
 //! - [`events`]: an actor collecting the events a test's engine publishes.
 //! - [`scenarios`]: the failure scenarios, written once and run for PostgreSQL and MariaDB.
 //! - [`server`]: real PostgreSQL and MariaDB servers on free loopback ports, with real faults.
 
+pub mod cache;
 pub mod events;
 pub mod scenarios;
 pub mod server;

@@ -108,13 +108,9 @@ async fn seconds(n: u64) {
 async fn state_success_stores_healthy_with_zero_failures() {
     let bed = bed(true, true).await;
     seconds(0).await;
-    let stored = bed.store.load("mysql").await.unwrap().unwrap();
     assert_eq!(
-        stored,
-        StoredState {
-            status: ConnectionStatus::Healthy,
-            failure_count: 0
-        }
+        stored(&bed.store, "mysql").await,
+        Some((ConnectionStatus::Healthy, 0))
     );
 }
 
@@ -124,23 +120,15 @@ async fn state_failures_count_up_and_the_threshold_stores_down_with_one_event() 
     seconds(0).await;
     bed.primary.store(false, Ordering::SeqCst);
     seconds(1).await;
-    let stored = bed.store.load("mysql").await.unwrap().unwrap();
     // The seed stores UNKNOWN below the threshold; a HEALTHY connection stays HEALTHY here (weakness 1).
     assert_eq!(
-        stored,
-        StoredState {
-            status: ConnectionStatus::Healthy,
-            failure_count: 1
-        }
+        stored(&bed.store, "mysql").await,
+        Some((ConnectionStatus::Healthy, 1))
     );
     seconds(2).await;
-    let stored = bed.store.load("mysql").await.unwrap().unwrap();
     assert_eq!(
-        stored,
-        StoredState {
-            status: ConnectionStatus::Down,
-            failure_count: 3
-        }
+        stored(&bed.store, "mysql").await,
+        Some((ConnectionStatus::Down, 3))
     );
     seconds(3).await;
     assert_eq!(
@@ -149,13 +137,8 @@ async fn state_failures_count_up_and_the_threshold_stores_down_with_one_event() 
         "already DOWN: no repeat"
     );
     assert_eq!(
-        bed.store
-            .load("mysql")
-            .await
-            .unwrap()
-            .unwrap()
-            .failure_count,
-        6
+        stored(&bed.store, "mysql").await,
+        Some((ConnectionStatus::Down, 6))
     );
 }
 
@@ -200,8 +183,8 @@ async fn state_a_restarted_engine_resumes_from_the_store() {
     let bed = bed(false, true).await;
     seconds(3).await;
     assert_eq!(
-        bed.store.load("mysql").await.unwrap().unwrap().status,
-        ConnectionStatus::Down
+        stored(&bed.store, "mysql").await.map(|s| s.0),
+        Some(ConnectionStatus::Down)
     );
     // A second engine sharing the store starts from DOWN, not from UNKNOWN.
     let url = |s: &str| DatabaseUrl::parse(s).unwrap();

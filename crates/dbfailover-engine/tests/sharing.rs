@@ -56,28 +56,68 @@ async fn three_instances_switch_together_and_one_of_them_made_the_transition() {
     let mut switched_at = Vec::new();
     while switched_at.len() < 3 {
         for (n, i) in instances.iter().enumerate() {
-            if i.handle.active().role == ActiveRole::Failover && !switched_at.iter().any(|(m, _)| *m == n) {
+            if i.handle.active().role == ActiveRole::Failover
+                && !switched_at.iter().any(|(m, _)| *m == n)
+            {
                 switched_at.push((n, started.elapsed()));
             }
         }
         sleep_ms(1).await;
-        assert!(started.elapsed().as_secs() < 5, "not all switched: {switched_at:?}");
+        assert!(
+            started.elapsed().as_secs() < 5,
+            "not all switched: {switched_at:?}"
+        );
     }
-    let spread = switched_at.iter().map(|(_, t)| *t).max().unwrap() - switched_at.iter().map(|(_, t)| *t).min().unwrap();
+    let spread = switched_at.iter().map(|(_, t)| *t).max().unwrap()
+        - switched_at.iter().map(|(_, t)| *t).min().unwrap();
     assert!(spread.as_millis() <= 100, "switches {spread:?} apart");
     sleep_ms(50).await;
-    assert_eq!(count(&instances, "PrimaryConnectionDown", EventOrigin::Local), 1);
-    assert_eq!(count(&instances, "PrimaryConnectionDown", EventOrigin::Learned), 2);
-    assert_eq!(count(&instances, "SwitchedToFailoverConnection", EventOrigin::Local), 1);
-    assert_eq!(count(&instances, "SwitchedToFailoverConnection", EventOrigin::Learned), 2);
+    assert_eq!(
+        count(&instances, "PrimaryConnectionDown", EventOrigin::Local),
+        1
+    );
+    assert_eq!(
+        count(&instances, "PrimaryConnectionDown", EventOrigin::Learned),
+        2
+    );
+    assert_eq!(
+        count(
+            &instances,
+            "SwitchedToFailoverConnection",
+            EventOrigin::Local
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &instances,
+            "SwitchedToFailoverConnection",
+            EventOrigin::Learned
+        ),
+        2
+    );
 
     for i in &instances {
         i.primary.set(Mode::Up);
     }
     sleep_ms(500).await;
-    assert!(instances.iter().all(|i| i.handle.active().role == ActiveRole::Primary));
-    assert_eq!(count(&instances, "PrimaryConnectionRestored", EventOrigin::Local), 1);
-    assert_eq!(count(&instances, "PrimaryConnectionRestored", EventOrigin::Learned), 2);
+    assert!(
+        instances
+            .iter()
+            .all(|i| i.handle.active().role == ActiveRole::Primary)
+    );
+    assert_eq!(
+        count(&instances, "PrimaryConnectionRestored", EventOrigin::Local),
+        1
+    );
+    assert_eq!(
+        count(
+            &instances,
+            "PrimaryConnectionRestored",
+            EventOrigin::Learned
+        ),
+        2
+    );
 }
 
 #[actix_rt::test]
@@ -94,7 +134,13 @@ async fn an_instance_that_alone_cannot_reach_the_primary_does_not_make_anyone_fl
     sleep_ms(5000).await;
     for i in &instances {
         assert_eq!(i.handle.active().epoch, 0, "nobody switched");
-        let names: Vec<_> = i.events.lock().unwrap().iter().map(|e| e.kind.name()).collect();
+        let names: Vec<_> = i
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.kind.name())
+            .collect();
         assert!(!names.contains(&"PrimaryConnectionDown"), "{names:?}");
     }
 }
@@ -110,5 +156,9 @@ async fn a_new_instance_starts_from_what_the_others_decided() {
     let second = instance(Arc::clone(&store)).await;
     second.primary.set(Mode::Refuse);
     sleep_ms(5).await;
-    assert_eq!(second.handle.active().role, ActiveRole::Failover, "resumed, not re-detected");
+    assert_eq!(
+        second.handle.active().role,
+        ActiveRole::Failover,
+        "resumed, not re-detected"
+    );
 }

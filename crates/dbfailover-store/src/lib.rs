@@ -1,7 +1,31 @@
 #![doc = include_str!("../README.md")]
 //!
 //! ## Layout
+//! - [`keys`]: the key layout (the seed's `{prefix}_conn_status_{name}` and
+//!   `{prefix}_conn_failure_count_{name}`, plus the versioned entry the engine reads).
+//! - `file` (feature `file`): [`FileStore`], a state file for the processes of one host.
+//! - `redis` (feature `redis`): [`RedisStore`], atomic updates by a Lua script, changes by pub/sub.
+//! - `memcached` (feature `memcached`): [`MemcachedStore`], updates by `gets` / `cas`.
 //! - this file: [`from_settings`], which builds the store the `[state]` settings name.
+//!
+//! Every store implements the engine's `StateStore`: versioned entries updated by compare-and-set, so
+//! instances sharing a store never lose an update (see `docs/state.md`).
+
+pub mod keys;
+
+#[cfg(feature = "file")]
+mod file;
+#[cfg(feature = "memcached")]
+mod memcached;
+#[cfg(feature = "redis")]
+mod redis;
+
+#[cfg(feature = "file")]
+pub use file::FileStore;
+#[cfg(feature = "memcached")]
+pub use memcached::MemcachedStore;
+#[cfg(feature = "redis")]
+pub use redis::RedisStore;
 
 use dbfailover_core::{StateSettings, StoreKind};
 use dbfailover_engine::{MemoryStore, StateStore};
@@ -34,22 +58,66 @@ pub enum StoreSetupError {
     },
 }
 
+fn missing(key: &'static str, store: StoreKind) -> StoreSetupError {
+    StoreSetupError::InvalidSetting {
+        key,
+        value: String::new(),
+        reason: format!("the {store} store needs it"),
+    }
+}
+
 /// Builds the store `settings` name. Connecting is lazy: an unreachable store is not an error here
 /// (the engine goes on from its local state and reports `CacheUnavailable`).
 pub fn from_settings(settings: &StateSettings) -> Result<Arc<dyn StateStore>, StoreSetupError> {
     match settings.store {
         StoreKind::Memory => Ok(Arc::new(MemoryStore::new(settings.ttl))),
-        StoreKind::File => Err(StoreSetupError::NotCompiled {
-            store: StoreKind::File,
-            feature: "file",
-        }),
-        StoreKind::Redis => Err(StoreSetupError::NotCompiled {
-            store: StoreKind::Redis,
-            feature: "redis",
-        }),
-        StoreKind::Memcached => Err(StoreSetupError::NotCompiled {
-            store: StoreKind::Memcached,
-            feature: "memcached",
+        #[cfg(feature = "file")]
+        StoreKind::File => {
+            let path = settings
+                .path
+                .as_ref()
+                .ok_or_else(|| missing("state.path", StoreKind::File))?;
+            Ok(Arc::new(FileStore::new(
+                path,
+                &settings.prefix,
+                settings.ttl,
+                settings.timeout,
+            )))
+        }
+        #[cfg(feature = "redis")]
+        StoreKind::Redis => {
+            let url = settings
+                .url
+                .as_ref()
+                .ok_or_else(|| missing("state.url", StoreKind::Redis))?;
+            Ok(Arc::new(RedisStore::new(
+                url.expose(),
+                &settings.prefix,
+                settings.ttl,
+                settings.timeout,
+            )?))
+        }
+        #[cfg(feature = "memcached")]
+        StoreKind::Memcached => {
+            let url = settings
+                .url
+                .as_ref()
+                .ok_or_else(|| missing("state.url", StoreKind::Memcached))?;
+            Ok(Arc::new(MemcachedStore::new(
+                url.expose(),
+                &settings.prefix,
+                settings.ttl,
+                settings.timeout,
+            )?))
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(StoreSetupError::NotCompiled {
+            store: other,
+            feature: match other {
+                StoreKind::File => "file",
+                StoreKind::Redis => "redis",
+                _ => "memcached",
+            },
         }),
     }
 }
