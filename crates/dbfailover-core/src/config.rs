@@ -231,9 +231,19 @@ pub struct HealthCheckSettings {
     /// Time between checks, or `disabled`. Default 1 s (the seed's `everySecond`).
     #[serde(alias = "schedule_frequency")]
     pub interval: Schedule,
-    /// Time between the confirming checks that follow a reported query failure. Default 20 ms.
+    /// Time between the confirming checks that follow a failed check or a reported query failure, until
+    /// the connection is decided (a success, or DOWN). Default 20 ms.
     #[serde(with = "duration::human")]
     pub fast_interval: Duration,
+    /// Bound on the confirming checks that follow a check that timed out (a hung server answers the next
+    /// connect no sooner). Default: the interval (the timeout when checks are disabled), never more
+    /// than the timeout.
+    #[serde(
+        default,
+        with = "duration::option_human",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub confirm_timeout: Option<Duration>,
 }
 
 impl Default for HealthCheckSettings {
@@ -245,11 +255,20 @@ impl Default for HealthCheckSettings {
             timeout: Duration::from_secs(2),
             interval: Schedule::Every(Duration::from_secs(1)),
             fast_interval: Duration::from_millis(20),
+            confirm_timeout: None,
         }
     }
 }
 
 impl HealthCheckSettings {
+    /// The bound on confirming checks after a timeout, with its default applied.
+    pub fn effective_confirm_timeout(&self) -> Duration {
+        self.confirm_timeout
+            .or(self.interval.interval())
+            .unwrap_or(self.timeout)
+            .min(self.timeout)
+    }
+
     /// The thresholds the trackers apply.
     pub fn thresholds(&self) -> Thresholds {
         Thresholds {
@@ -418,6 +437,15 @@ impl Config {
                     "health_check.interval",
                     duration::format(interval),
                     "must be at least 10ms, or \"disabled\"",
+                ));
+            }
+        }
+        if let Some(confirm) = h.confirm_timeout {
+            if confirm < MIN_INTERVAL {
+                return Err(ConfigError::invalid(
+                    "health_check.confirm_timeout",
+                    duration::format(confirm),
+                    "must be at least 10ms",
                 ));
             }
         }

@@ -59,6 +59,29 @@ pub mod human {
     }
 }
 
+/// `#[serde(with = "crate::duration::option_human")]`: an optional [`Duration`] as a human string.
+pub mod option_human {
+    use super::*;
+
+    /// Writes the duration as a human string, or nothing.
+    pub fn serialize<S: Serializer>(
+        duration: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match duration {
+            Some(d) => serializer.serialize_some(&format(*d)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    /// Reads a human string or whole seconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        deserializer.deserialize_any(DurationVisitor).map(Some)
+    }
+}
+
 /// `#[serde(with = "crate::duration::option_millis")]`: an optional [`Duration`] as fractional milliseconds.
 pub mod option_millis {
     use super::*;

@@ -6,7 +6,9 @@
 //! - [`route`]: `route(primary, failover, preference) -> Decision` and the `Router` that applies decisions,
 //!   counts switch epochs and says which switch events fire.
 //! - [`event`]: `FailoverEvent` and the events a status transition or a switch causes.
+//! - [`shared`]: the rule instances sharing a store decide by (a success elsewhere vetoes DOWN).
 //! - [`config`]: the settings, their defaults and their validation; [`url`]: password-masked URLs.
+//! - [`load`]: the one parser: TOML text and `DBFAILOVER_*` variables to a validated `Config`.
 //! - [`error`]: the error types.
 //!
 //! Nothing here waits, sleeps, reads a clock or does I/O: callers pass results and the time, and get
@@ -17,7 +19,9 @@ pub mod config;
 pub mod duration;
 pub mod error;
 pub mod event;
+pub mod load;
 pub mod route;
+pub mod shared;
 pub mod status;
 pub mod tracker;
 pub mod url;
@@ -28,6 +32,7 @@ pub use config::{
 };
 pub use error::ConfigError;
 pub use event::{EventKind, EventOrigin, FailoverEvent};
+pub use load::LoadError;
 pub use route::{ActiveConnection, ConnectionView, Decision, Preference, Router, route};
 pub use status::{ActiveRole, ConnectionStatus, Role, RoleNames};
 pub use tracker::{

@@ -120,6 +120,8 @@ pub struct ProbeSettings {
     pub schedule: Schedule,
     /// Pause between confirming checks.
     pub fast_interval: Duration,
+    /// Bound on a check that follows a timed-out one.
+    pub confirm_timeout: Duration,
     /// A read-only answer counts as a failure.
     pub require_writable: bool,
 }
@@ -133,6 +135,7 @@ pub struct ProbeActor {
     in_flight: bool,
     again_now: bool,
     confirming: bool,
+    last_timed_out: bool,
     next: Option<SpawnHandle>,
     /// `RunCheck` callers waiting for a check that has not started yet.
     waiting_next: Vec<tokio::sync::oneshot::Sender<Option<ConnectionStatus>>>,
@@ -154,6 +157,7 @@ impl ProbeActor {
             in_flight: false,
             again_now: false,
             confirming: false,
+            last_timed_out: false,
             next: None,
             waiting_next: Vec::new(),
             waiting_current: Vec::new(),
@@ -199,15 +203,24 @@ impl ProbeActor {
         let settings = self.settings.clone();
         let probe = Arc::clone(&self.probe);
         let results = self.results.clone();
+        // After a timeout, the server is likely hung: the next checks wait no longer than the confirm
+        // timeout, so a hang is confirmed in about one timeout plus the threshold's confirming checks.
+        let timeout = if self.last_timed_out {
+            settings.timeout.min(settings.confirm_timeout)
+        } else {
+            settings.timeout
+        };
         let span = tracing::info_span!("probe", connection = %settings.connection);
         let check = async move {
+            let started = tokio::time::Instant::now();
             let result = run_check(
                 &settings.connection,
                 probe,
-                settings.timeout,
+                timeout,
                 settings.require_writable,
             )
             .await;
+            let timed_out = !result.is_success() && started.elapsed() >= timeout;
             crate::metrics::record_check(&settings.connection, &result);
             match &result {
                 CheckResult::Success { latency, writable } => tracing::debug!(
@@ -223,22 +236,32 @@ impl ProbeActor {
                 result,
                 at: chrono::Utc::now(),
             };
-            // Bounded: the state actor answers at once unless it is gone.
+            // Bounded: the state actor answers once the store did (itself bounded), or at once.
             let status = tokio::time::timeout(Duration::from_secs(5), results.send(message)).await;
-            (success, status.ok().and_then(Result::ok))
+            (success, timed_out, status.ok().and_then(Result::ok))
         }
         .instrument(span);
-        ctx.spawn(check.into_actor(self).map(|(success, status), act, ctx| {
-            act.in_flight = false;
-            for waiter in act.waiting_current.drain(..) {
-                // A caller that stopped waiting is no loss.
-                let _ = waiter.send(status);
-            }
-            if act.confirming && (success || status == Some(ConnectionStatus::Down)) {
-                act.confirming = false;
-            }
-            act.schedule_after_check(ctx);
-        }));
+        ctx.spawn(
+            check
+                .into_actor(self)
+                .map(|(success, timed_out, status), act, ctx| {
+                    act.in_flight = false;
+                    act.last_timed_out = timed_out;
+                    for waiter in act.waiting_current.drain(..) {
+                        // A caller that stopped waiting is no loss.
+                        let _ = waiter.send(status);
+                    }
+                    // A failure is confirmed at the fast interval until the connection is decided, like a
+                    // reported query failure; a DOWN connection is checked at the normal interval again.
+                    let down = status == Some(ConnectionStatus::Down);
+                    if success || down {
+                        act.confirming = false;
+                    } else {
+                        act.confirming = true;
+                    }
+                    act.schedule_after_check(ctx);
+                }),
+        );
     }
 }
 

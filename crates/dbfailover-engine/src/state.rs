@@ -9,6 +9,7 @@ use crate::router::RouterActor;
 use crate::store::{StateStore, StoredState, Versioned};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
+use dbfailover_core::shared::{self, SharedEntry};
 use dbfailover_core::{
     CheckResult, ConnectionStatus, ConnectionView, Counts, EventKind, EventOrigin, FailoverEvent,
     HealthTracker, Role, StatusTransition, Thresholds,
@@ -48,6 +49,8 @@ struct Tracked {
 pub struct StateActor {
     connections: Vec<Tracked>,
     thresholds: Thresholds,
+    /// This engine's identity among the instances sharing the store (random per start).
+    instance: u64,
     store: Arc<dyn StateStore>,
     store_timeout: Duration,
     poll_interval: Duration,
@@ -68,42 +71,68 @@ struct Applied {
     after: Versioned,
 }
 
-/// Applies `result` to the store's entry of `connection` by compare-and-set. The base is the store's
-/// entry, unless it is missing or older than the caller's outage, in which case it is the caller's
-/// local counts (so a store that comes back empty or stale cannot undo what was decided meanwhile).
+/// Who applies an update, and the rule's parameters.
+#[derive(Clone, Copy)]
+struct Voter {
+    instance: u64,
+    thresholds: Thresholds,
+    window_ms: i64,
+}
+
+/// Applies `update` to the store's entry of `connection` by compare-and-set, with the shared rule
+/// (`dbfailover_core::shared`). The base is the store's entry, unless it is missing or older than the
+/// caller's outage, in which case it is the caller's local counts (so a store that comes back empty or
+/// stale cannot undo what was decided meanwhile).
 async fn apply_shared(
     store: Arc<dyn StateStore>,
     connection: Arc<str>,
     update: Update,
-    thresholds: Thresholds,
+    voter: Voter,
     local: Counts,
     outage_since_ms: Option<i64>,
 ) -> Result<Applied, String> {
     for _ in 0..CAS_ATTEMPTS {
         let current = store.load(&connection).await.map_err(|e| e.to_string())?;
+        let expected = current.as_ref().map(|v| v.version);
         let usable =
-            current.filter(|v| outage_since_ms.is_none_or(|since| v.state.updated_at_ms >= since));
-        let base = usable.map_or(local, |v| v.state.counts);
-        let counts = match &update {
-            Update::Result(result, at) => {
-                let mut tracker = HealthTracker::from_counts(thresholds, base);
-                tracker.record(result, *at);
-                tracker.counts()
-            }
-            Update::Force(status) => Counts {
-                status: *status,
-                failure_count: 0,
-                success_count: 0,
+            current.filter(|v| outage_since_ms.is_none_or(|since| v.state.updated_at_ms > since));
+        let base = match usable {
+            Some(v) => SharedEntry {
+                counts: v.state.counts,
+                votes: v.state.votes,
+            },
+            None => SharedEntry {
+                counts: local,
+                votes: Vec::new(),
             },
         };
-        let state = StoredState::now(counts);
+        let entry = match &update {
+            Update::Result(result, at) => shared::apply(
+                &base,
+                voter.instance,
+                result,
+                *at,
+                voter.thresholds,
+                voter.window_ms,
+            ),
+            Update::Force(status) => SharedEntry {
+                counts: Counts {
+                    status: *status,
+                    failure_count: 0,
+                    success_count: 0,
+                },
+                votes: Vec::new(),
+            },
+        };
+        let mut state = StoredState::now(entry.counts);
+        state.votes = entry.votes;
         if let Some(version) = store
-            .compare_and_set(&connection, current.map(|v| v.version), state)
+            .compare_and_set(&connection, expected, state.clone())
             .await
             .map_err(|e| e.to_string())?
         {
             return Ok(Applied {
-                before: base.status,
+                before: base.counts.status,
                 after: Versioned { state, version },
             });
         }
@@ -163,6 +192,12 @@ impl StateActor {
                 })
                 .collect(),
             thresholds,
+            instance: {
+                use std::hash::{BuildHasher, Hasher};
+                let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+                hasher.write_u32(std::process::id());
+                hasher.finish()
+            },
             store,
             store_timeout,
             poll_interval,
@@ -333,7 +368,12 @@ impl StateActor {
             Arc::clone(&self.store),
             Arc::clone(&tracked.name),
             update.clone(),
-            self.thresholds,
+            Voter {
+                instance: self.instance,
+                thresholds: self.thresholds,
+                // A vote counts for two check intervals: an instance that stopped checking stops vetoing.
+                window_ms: i64::try_from(self.poll_interval.as_millis() * 2).unwrap_or(i64::MAX),
+            },
             tracked.tracker.counts(),
             tracked.reconcile_since,
         );
@@ -412,7 +452,7 @@ impl Actor for StateActor {
                 load.into_actor(self)
                     .map(move |loaded, act, _ctx| match loaded {
                         Ok(Some(entry)) => {
-                            act.adopt(index, entry, EventOrigin::Learned, None);
+                            act.adopt(index, entry.clone(), EventOrigin::Learned, None);
                             if let Some(tracked) = act.connections.get(index) {
                                 tracing::info!(
                                     connection = %tracked.name,
@@ -477,21 +517,27 @@ impl Handler<StoreChanged> for StateActor {
         let load = bounded(self.store_timeout, "load", async move {
             store.load(&name).await.map_err(|e| e.to_string())
         });
-        ctx.spawn(
-            load.into_actor(self)
-                .map(move |loaded, act, _ctx| match loaded {
-                    Ok(Some(entry)) => act.adopt(
-                        index,
-                        entry,
-                        EventOrigin::Learned,
-                        Some("decided by another instance".to_owned()),
-                    ),
-                    // A missing entry (expired, or a store that restarted empty) is rewritten by the next
-                    // update from the local state; adopting UNKNOWN here could switch to a dead database.
-                    Ok(None) => {}
-                    Err(error) => act.note_store_outcome("load", Err(error)),
-                }),
-        );
+        ctx.spawn(load.into_actor(self).map(move |loaded, act, _ctx| {
+            match loaded {
+                Ok(Some(entry))
+                    if act.connections[index]
+                        .reconcile_since
+                        .is_some_and(|since| entry.state.updated_at_ms <= since) =>
+                {
+                    // Older than this instance's outage: its next update replaces it.
+                }
+                Ok(Some(entry)) => act.adopt(
+                    index,
+                    entry,
+                    EventOrigin::Learned,
+                    Some("decided by another instance".to_owned()),
+                ),
+                // A missing entry (expired, or a store that restarted empty) is rewritten by the next
+                // update from the local state; adopting UNKNOWN here could switch to a dead database.
+                Ok(None) => {}
+                Err(error) => act.note_store_outcome("load", Err(error)),
+            }
+        }));
     }
 }
 

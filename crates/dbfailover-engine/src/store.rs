@@ -5,6 +5,7 @@
 //! entry as it is in the store, with the core's tracker, and written only if nobody wrote in between.
 
 use crate::error::StoreError;
+use dbfailover_core::shared::Vote;
 use dbfailover_core::{ConnectionStatus, Counts};
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,12 +21,14 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 
 /// One connection's entry: the seed's status and failure count, the consecutive successes of a
 /// recovery, and when it was written (milliseconds since the Unix epoch, for reconciling after an outage).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredState {
     /// Status and consecutive counts.
     pub counts: Counts,
     /// When this entry was written, in milliseconds since the Unix epoch.
     pub updated_at_ms: i64,
+    /// Each instance's latest result (see `dbfailover_core::shared`).
+    pub votes: Vec<Vote>,
 }
 
 impl StoredState {
@@ -34,18 +37,29 @@ impl StoredState {
         Self {
             counts,
             updated_at_ms: chrono::Utc::now().timestamp_millis(),
+            votes: Vec::new(),
         }
     }
 
-    /// The text form stores keep: `STATUS failures successes updated_at_ms`.
+    /// The text form stores keep: `STATUS failures successes updated_at_ms [instance:ok:at_ms,...]`.
     pub fn encode(&self) -> String {
-        format!(
+        let mut text = format!(
             "{} {} {} {}",
             self.counts.status.as_str(),
             self.counts.failure_count,
             self.counts.success_count,
             self.updated_at_ms
-        )
+        );
+        if !self.votes.is_empty() {
+            let votes: Vec<String> = self
+                .votes
+                .iter()
+                .map(|v| format!("{}:{}:{}", v.instance, u8::from(v.ok), v.at_ms))
+                .collect();
+            text.push(' ');
+            text.push_str(&votes.join(","));
+        }
+        text
     }
 
     /// Reads [`StoredState::encode`]'s form; `None` for anything else (an unreadable entry reads as
@@ -56,6 +70,21 @@ impl StoredState {
         let failure_count = parts.next()?.parse().ok()?;
         let success_count = parts.next()?.parse().ok()?;
         let updated_at_ms = parts.next()?.parse().ok()?;
+        let votes = parts
+            .next()
+            .map(|list| {
+                list.split(',')
+                    .filter_map(|vote| {
+                        let mut fields = vote.split(':');
+                        Some(Vote {
+                            instance: fields.next()?.parse().ok()?,
+                            ok: fields.next()? == "1",
+                            at_ms: fields.next()?.parse().ok()?,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Some(Self {
             counts: Counts {
                 status,
@@ -63,12 +92,13 @@ impl StoredState {
                 success_count,
             },
             updated_at_ms,
+            votes,
         })
     }
 }
 
 /// An entry with the store's version of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Versioned {
     /// The entry.
     pub state: StoredState,
@@ -140,7 +170,7 @@ impl MemoryStore {
         Ok(entries
             .get(connection)
             .filter(|(_, written)| written.elapsed() < self.ttl)
-            .map(|(entry, _)| *entry))
+            .map(|(entry, _)| entry.clone()))
     }
 }
 
@@ -207,6 +237,11 @@ mod tests {
                 success_count: 0,
             },
             updated_at_ms: 1,
+            votes: vec![Vote {
+                instance: 7,
+                ok: true,
+                at_ms: 1,
+            }],
         }
     }
 

@@ -192,6 +192,7 @@ impl FailoverSystem {
                     timeout: health.timeout,
                     schedule: health.interval,
                     fast_interval: health.fast_interval,
+                    confirm_timeout: health.effective_confirm_timeout(),
                     require_writable: m.require_writable,
                 };
                 let results = state_actor.clone().recipient();

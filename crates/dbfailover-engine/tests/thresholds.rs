@@ -35,10 +35,23 @@ async fn primary_down_after_threshold_then_failover_then_restored_after_recovery
     );
 
     primary.set(Mode::Refuse);
-    // Two failures (at most ~200 ms): still on the primary; one failure is never enough.
-    sleep_ms(210).await;
-    assert_eq!(handle.active().role, ActiveRole::Primary);
-    sleep_ms(200).await;
+    let refused_at = primary.calls();
+    let started = tokio::time::Instant::now();
+    // The first failure comes at the next periodic check; it is confirmed at the fast interval.
+    while handle.active().role == ActiveRole::Primary {
+        sleep_ms(1).await;
+        assert!(started.elapsed().as_millis() < 1000, "never switched");
+    }
+    assert_eq!(
+        primary.calls() - refused_at,
+        3,
+        "exactly failure_threshold failed checks"
+    );
+    assert!(
+        started.elapsed().as_millis() <= 100 + 2 * 20 + 5,
+        "{:?}",
+        started.elapsed()
+    );
     let active = handle.get_active_connection().await.unwrap();
     assert_eq!(
         (active.role, active.name.as_str(), active.epoch),

@@ -115,7 +115,7 @@ impl StateStore for MemcachedStore {
             let current = found
                 .get(&keys.state)
                 .and_then(|(value, _, cas)| Some((decode(value)?, (*cas)?)));
-            if current.map(|(v, _)| v.version) != expected {
+            if current.as_ref().map(|(v, _)| v.version) != expected {
                 return Ok(None);
             }
             // The counter never expires; `add` creates it once, `increment` is atomic.
