@@ -119,17 +119,19 @@ async fn state_failures_count_up_and_the_threshold_stores_down_with_one_event() 
     let bed = bed(true, true).await;
     seconds(0).await;
     bed.primary.store(false, Ordering::SeqCst);
-    seconds(1).await;
+    wait_failures(&bed, 1).await;
     // The seed stores UNKNOWN below the threshold; a HEALTHY connection stays HEALTHY here (weakness 1).
     assert_eq!(
         stored(&bed.store, "mysql").await,
         Some((ConnectionStatus::Healthy, 1))
     );
-    seconds(2).await;
+    // The failure is confirmed at the fast interval: DOWN at the threshold.
+    wait_failures(&bed, 3).await;
     assert_eq!(
         stored(&bed.store, "mysql").await,
         Some((ConnectionStatus::Down, 3))
     );
+    // DOWN: checked at the normal interval again, no new event.
     seconds(3).await;
     assert_eq!(
         bed.events.count("PrimaryConnectionDown"),
@@ -140,6 +142,17 @@ async fn state_failures_count_up_and_the_threshold_stores_down_with_one_event() 
         stored(&bed.store, "mysql").await,
         Some((ConnectionStatus::Down, 6))
     );
+}
+
+/// Waits (virtual time, 1 ms steps) until the primary's stored failure count is `n`.
+async fn wait_failures(bed: &Bed, n: u32) {
+    for _ in 0..5000 {
+        if stored(&bed.store, "mysql").await.map(|s| s.1) == Some(n) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("failure count never reached {n}");
 }
 
 #[actix_rt::test]
@@ -251,7 +264,8 @@ async fn manager_one_failed_check_does_not_move_traffic() {
     let bed = bed(true, true).await;
     seconds(0).await;
     bed.primary.store(false, Ordering::SeqCst);
-    seconds(1).await;
+    wait_failures(&bed, 1).await;
+    // Back before the confirming check.
     bed.primary.store(true, Ordering::SeqCst);
     seconds(3).await;
     assert_eq!(bed.engine.active().epoch, 0, "no switch at all");

@@ -431,23 +431,23 @@ impl Config {
                 "must be more than 0",
             ));
         }
-        if let Schedule::Every(interval) = h.interval {
-            if interval < MIN_INTERVAL {
-                return Err(ConfigError::invalid(
-                    "health_check.interval",
-                    duration::format(interval),
-                    "must be at least 10ms, or \"disabled\"",
-                ));
-            }
+        if let Schedule::Every(interval) = h.interval
+            && interval < MIN_INTERVAL
+        {
+            return Err(ConfigError::invalid(
+                "health_check.interval",
+                duration::format(interval),
+                "must be at least 10ms, or \"disabled\"",
+            ));
         }
-        if let Some(confirm) = h.confirm_timeout {
-            if confirm < MIN_INTERVAL {
-                return Err(ConfigError::invalid(
-                    "health_check.confirm_timeout",
-                    duration::format(confirm),
-                    "must be at least 10ms",
-                ));
-            }
+        if let Some(confirm) = h.confirm_timeout
+            && confirm < MIN_INTERVAL
+        {
+            return Err(ConfigError::invalid(
+                "health_check.confirm_timeout",
+                duration::format(confirm),
+                "must be at least 10ms",
+            ));
         }
         if h.fast_interval < MIN_INTERVAL {
             return Err(ConfigError::invalid(

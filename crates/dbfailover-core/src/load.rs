@@ -231,10 +231,8 @@ fn typed_value(path: &[String], text: &str) -> toml::Value {
             _ => {}
         }
     }
-    if is_count {
-        if let Ok(n) = trimmed.parse::<i64>() {
-            return toml::Value::Integer(n);
-        }
+    if is_count && let Ok(n) = trimmed.parse::<i64>() {
+        return toml::Value::Integer(n);
     }
     toml::Value::String(text.to_owned())
 }

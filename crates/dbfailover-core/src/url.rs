@@ -17,10 +17,10 @@ pub fn mask_password(url: &str) -> String {
         let start = scheme_end + 3;
         let rest = &out[start..];
         let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@') {
-            if let Some(colon) = rest[..at].find(':') {
-                out.replace_range(start + colon + 1..start + at, MASK);
-            }
+        if let Some(at) = rest[..authority_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            out.replace_range(start + colon + 1..start + at, MASK);
         }
     }
     let lower = out.to_ascii_lowercase();

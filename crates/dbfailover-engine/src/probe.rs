@@ -251,12 +251,13 @@ impl ProbeActor {
                         // A caller that stopped waiting is no loss.
                         let _ = waiter.send(status);
                     }
-                    // A failure is confirmed at the fast interval until the connection is decided, like a
-                    // reported query failure; a DOWN connection is checked at the normal interval again.
+                    // With periodic checks, a failure is confirmed at the fast interval until the
+                    // connection is decided, like a reported query failure; a DOWN connection is checked
+                    // at the normal interval again. Without them, only the checks asked for run.
                     let down = status == Some(ConnectionStatus::Down);
                     if success || down {
                         act.confirming = false;
-                    } else {
+                    } else if act.settings.schedule.interval().is_some() {
                         act.confirming = true;
                     }
                     act.schedule_after_check(ctx);

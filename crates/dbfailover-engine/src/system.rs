@@ -141,10 +141,10 @@ impl FailoverSystem {
                 request: "start",
                 timeout: REQUEST_TIMEOUT,
             })?;
-        if let Some(owned) = &handle.inner.owned {
-            if let Ok(mut slot) = owned.thread.lock() {
-                *slot = Some(thread);
-            }
+        if let Some(owned) = &handle.inner.owned
+            && let Ok(mut slot) = owned.thread.lock()
+        {
+            *slot = Some(thread);
         }
         Ok(handle)
     }

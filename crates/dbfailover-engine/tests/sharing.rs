@@ -1,6 +1,8 @@
 //! Several engines sharing one store agree, make each transition once, and do not flap when they
 //! disagree (virtual time; the shared store is the in-memory one).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{Mode, Scripted, collector, config, sleep_ms};

@@ -243,8 +243,9 @@ mod tests {
         let path = dir.path().join("state.json");
         let store = FileStore::new(&path, "p", Duration::from_secs(60), Duration::from_secs(1));
         assert_eq!(store.load("main").await.ok(), Some(None));
+        let written = down();
         let v1 = store
-            .compare_and_set("main", None, down())
+            .compare_and_set("main", None, written.clone())
             .await
             .ok()
             .flatten();
@@ -257,7 +258,7 @@ mod tests {
         let loaded = store.load("main").await.ok().flatten();
         assert_eq!(
             loaded.map(|v| (v.state, Some(v.version))),
-            Some((down(), v1))
+            Some((written, v1))
         );
         let mode = std::fs::metadata(&path)
             .map(|m| m.permissions().mode() & 0o777)

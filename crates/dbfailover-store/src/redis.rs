@@ -218,10 +218,10 @@ async fn subscribe_forever(
                 connected_before = true;
                 let mut messages = pubsub.on_message();
                 while let Some(message) = messages.next().await {
-                    if let Ok(name) = message.get_payload::<String>() {
-                        if sender.send(name).is_err() {
-                            return; // nobody listens any more
-                        }
+                    if let Ok(name) = message.get_payload::<String>()
+                        && sender.send(name).is_err()
+                    {
+                        return; // nobody listens any more
                     }
                 }
                 tracing::warn!(url = %shown_url, "redis change feed lost; reconnecting");

@@ -1,0 +1,112 @@
+//! `dbfailover status`: the shared state, as a table or as JSON.
+
+use crate::config_file::{self, ConfigSource};
+use crate::engine::{self, Checks};
+use crate::error::CliError;
+use crate::output::{self, ConnectionJson};
+use serde::Serialize;
+
+/// Options of `dbfailover status`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct StatusArgs {
+    /// One JSON object: `connections` (one entry per connection) and `active`.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct ActiveJson {
+    role: String,
+    connection: String,
+    epoch: u64,
+}
+
+#[derive(Serialize)]
+struct StatusJson {
+    store: String,
+    connections: Vec<ConnectionJson>,
+    active: ActiveJson,
+}
+
+/// Reads the shared state (no check is run) and prints it.
+pub(crate) async fn run(source: &ConfigSource, args: StatusArgs) -> Result<(), CliError> {
+    let loaded = config_file::load(source)?;
+    let config = loaded.config;
+    let handle = engine::start(&config, Checks::OnDemand).await?;
+    let reports = handle
+        .connection_states()
+        .await
+        .map_err(|error| CliError::Failed(error.to_string()))?;
+    let active = handle
+        .get_active_connection()
+        .await
+        .map_err(|error| CliError::Failed(error.to_string()))?;
+    let connections: Vec<ConnectionJson> = reports.iter().map(ConnectionJson::from).collect();
+    if args.json {
+        let status = StatusJson {
+            store: config.state.store.to_string(),
+            connections,
+            active: ActiveJson {
+                role: active.role.to_string(),
+                connection: active.name,
+                epoch: active.epoch,
+            },
+        };
+        output::print_line(&output::json_line(&status));
+        return Ok(());
+    }
+    let header = [
+        "CONNECTION",
+        "ROLE",
+        "STATUS",
+        "FAILURES",
+        "LAST CHECK",
+        "LATENCY",
+        "WRITABLE",
+    ];
+    let rows: Vec<[String; 7]> = connections
+        .iter()
+        .map(|c| {
+            [
+                c.connection.clone(),
+                c.role.clone(),
+                c.status.clone(),
+                c.failure_count.to_string(),
+                c.last_check_at.clone().unwrap_or_else(|| "never".into()),
+                c.latency_ms
+                    .map_or_else(|| "-".into(), |ms| format!("{ms:.1}ms")),
+                match c.writable {
+                    Some(true) => "yes".into(),
+                    Some(false) => "no".into(),
+                    None => "-".into(),
+                },
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let format_row = |cells: &[String]| {
+        cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    output::print_line(&format_row(&header.map(String::from)));
+    for row in &rows {
+        output::print_line(&format_row(row));
+    }
+    output::print_line(&format!(
+        "active connection: {} ({})",
+        active.name, active.role
+    ));
+    output::print_line(&format!("state store: {}", config.state.store));
+    Ok(())
+}
