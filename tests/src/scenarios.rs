@@ -29,24 +29,22 @@ impl Routed {
     pub async fn whoami(&self) -> Result<String, RoutedError> {
         match self {
             Self::Pg(routed) => {
-                let mut conn = routed.acquire().await?;
-                let role = conn.role();
-                routed.observe(
-                    role,
-                    sqlx::query_scalar("SELECT name FROM whoami")
-                        .fetch_one(&mut *conn)
-                        .await,
-                )
+                routed
+                    .with_connection(async |conn| {
+                        sqlx::query_scalar("SELECT name FROM whoami")
+                            .fetch_one(conn)
+                            .await
+                    })
+                    .await
             }
             Self::My(routed) => {
-                let mut conn = routed.acquire().await?;
-                let role = conn.role();
-                routed.observe(
-                    role,
-                    sqlx::query_scalar("SELECT name FROM whoami")
-                        .fetch_one(&mut *conn)
-                        .await,
-                )
+                routed
+                    .with_connection(async |conn| {
+                        sqlx::query_scalar("SELECT name FROM whoami")
+                            .fetch_one(conn)
+                            .await
+                    })
+                    .await
             }
         }
     }

@@ -33,14 +33,13 @@ async fn wait_for_role(routed: &RoutedPool<Sqlite>, role: ActiveRole) {
 }
 
 async fn served_by(routed: &RoutedPool<Sqlite>) -> Result<String, RoutedError> {
-    let mut conn = routed.acquire().await?;
-    let role = conn.role();
-    routed.observe(
-        role,
-        sqlx::query_scalar("SELECT name FROM whoami")
-            .fetch_one(&mut *conn)
-            .await,
-    )
+    routed
+        .with_connection(async |conn| {
+            sqlx::query_scalar("SELECT name FROM whoami")
+                .fetch_one(conn)
+                .await
+        })
+        .await
 }
 
 #[actix_rt::test]

@@ -1,7 +1,9 @@
 //! The failover benchmark: two real PostgreSQL servers, a workload through the routed handle (a query
 //! every 5 ms, plus background load), a real fault (kill -9, SIGSTOP), and the client's view of it.
 //! With `haproxy` on the PATH, the same workload and faults run through HAProxy with the same check
-//! settings (inter 100 ms, fall 3, rise 2, check timeout 300 ms), in the same run.
+//! settings (inter 100 ms, fall 3, rise 2, check timeout 300 ms, `option pgsql-check`), tuned as a
+//! failover proxy is (`on-marked-down shutdown-sessions`, `on-marked-up shutdown-backup-sessions`, so
+//! that established sessions follow the switch), in the same run.
 
 use crate::plot;
 use dbfailover::sqlx::sqlx::postgres::PgPoolOptions;
@@ -37,8 +39,8 @@ enum Fault {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 enum Router {
-    /// The routed handle with this check interval.
-    Dbfailover { interval_ms: u64 },
+    /// The routed handle with this check interval and fast interval.
+    Dbfailover { interval_ms: u64, fast_ms: u64 },
     /// HAProxy with `inter 100ms fall 3 rise 2`, primary and `backup` failover.
     Haproxy,
 }
@@ -77,17 +79,13 @@ impl Client {
     async fn query(&self) -> Outcome {
         let answer = match self {
             Self::Routed(routed, _) => {
-                async {
-                    let mut conn = routed.acquire().await?;
-                    let role = conn.role();
-                    routed.observe(
-                        role,
+                routed
+                    .with_connection(async |conn| {
                         sqlx::query_scalar::<_, String>("SELECT name FROM whoami")
-                            .fetch_one(&mut *conn)
-                            .await,
-                    )
-                }
-                .await
+                            .fetch_one(conn)
+                            .await
+                    })
+                    .await
             }
             Self::Plain(pool) => sqlx::query_scalar::<_, String>("SELECT name FROM whoami")
                 .fetch_one(pool)
@@ -176,7 +174,8 @@ fn start_haproxy(primary: &DbServer, failover: &DbServer) -> Result<Haproxy, Str
         "global\n  maxconn 2000\ndefaults\n  mode tcp\n  timeout connect 300ms\n  timeout client 60s\n  \
          timeout server 60s\n  timeout check 300ms\nlisten pg\n  bind 127.0.0.1:{port}\n  \
          option pgsql-check user app\n  \
-         server primary 127.0.0.1:{} check inter 100ms fall 3 rise 2\n  \
+         server primary 127.0.0.1:{} check inter 100ms fall 3 rise 2 \
+         on-marked-down shutdown-sessions on-marked-up shutdown-backup-sessions\n  \
          server failover 127.0.0.1:{} check inter 100ms fall 3 rise 2 backup\n",
         primary.port(),
         failover.port()
@@ -213,8 +212,12 @@ async fn run_once(
 ) -> Result<(Run, Vec<(f64, Outcome)>), String> {
     let mut _haproxy = None;
     let client = Arc::new(match scenario.router {
-        Router::Dbfailover { interval_ms } => {
-            let config = config(primary, failover, Duration::from_millis(interval_ms));
+        Router::Dbfailover {
+            interval_ms,
+            fast_ms,
+        } => {
+            let mut config = config(primary, failover, Duration::from_millis(interval_ms));
+            config.health_check.fast_interval = Duration::from_millis(fast_ms);
             let engine = dbfailover::builder(config.clone())
                 .map_err(|e| e.to_string())?
                 .build()
@@ -339,17 +342,34 @@ pub(crate) fn run(reps: usize, json: &Path, svg: &Path) -> Result<(), String> {
         let mut scenarios = vec![
             Scenario {
                 name: "dbfailover, kill -9 (interval 100 ms)",
-                router: Router::Dbfailover { interval_ms: 100 },
+                router: Router::Dbfailover {
+                    interval_ms: 100,
+                    fast_ms: 20,
+                },
                 fault: Fault::Kill,
             },
             Scenario {
                 name: "dbfailover, SIGSTOP (interval 100 ms)",
-                router: Router::Dbfailover { interval_ms: 100 },
+                router: Router::Dbfailover {
+                    interval_ms: 100,
+                    fast_ms: 20,
+                },
                 fault: Fault::Hang,
             },
             Scenario {
                 name: "dbfailover, kill -9, passive (interval 1 s)",
-                router: Router::Dbfailover { interval_ms: 1000 },
+                router: Router::Dbfailover {
+                    interval_ms: 1000,
+                    fast_ms: 20,
+                },
+                fault: Fault::Kill,
+            },
+            Scenario {
+                name: "dbfailover, kill -9, passive (interval 1 s, fast 10 ms)",
+                router: Router::Dbfailover {
+                    interval_ms: 1000,
+                    fast_ms: 10,
+                },
                 fault: Fault::Kill,
             },
         ];
@@ -376,7 +396,14 @@ pub(crate) fn run(reps: usize, json: &Path, svg: &Path) -> Result<(), String> {
             for rep in 0..reps {
                 let (run, timeline) = run_once(scenario, &mut primary, &failover).await?;
                 eprintln!("{} #{rep}: {run:?}", scenario.name);
-                if rep == 0 && scenario.fault == Fault::Kill && scenario.name != scenarios[2].name {
+                let interval_100 = !matches!(
+                    scenario.router,
+                    Router::Dbfailover {
+                        interval_ms: 1000,
+                        ..
+                    }
+                );
+                if rep == 0 && scenario.fault == Fault::Kill && interval_100 {
                     plots.push((scenario.name, timeline));
                 }
                 runs.push(run);
@@ -403,7 +430,13 @@ pub(crate) fn run(reps: usize, json: &Path, svg: &Path) -> Result<(), String> {
             summaries.iter().find(|s| {
                 matches!(s.scenario.router, Router::Haproxy) == router_haproxy
                     && s.scenario.fault == fault
-                    && !matches!(s.scenario.router, Router::Dbfailover { interval_ms: 1000 })
+                    && !matches!(
+                        s.scenario.router,
+                        Router::Dbfailover {
+                            interval_ms: 1000,
+                            ..
+                        }
+                    )
             })
         };
         for fault in [Fault::Kill, Fault::Hang] {

@@ -163,18 +163,13 @@ async fn workload(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
-        let served = async {
-            let mut conn = routed.acquire().await?;
-            let role = conn.role();
-            let name: String = routed.observe(
-                role,
-                sqlx::query_scalar("SELECT name FROM whoami")
-                    .fetch_one(&mut *conn)
-                    .await,
-            )?;
-            Ok::<_, RoutedError>(name)
-        }
-        .await;
+        let served = routed
+            .with_connection(async |conn| {
+                sqlx::query_scalar::<_, String>("SELECT name FROM whoami")
+                    .fetch_one(conn)
+                    .await
+            })
+            .await;
         // Count by what the database itself says it is, not by what routing claimed.
         let counter = match served.as_deref() {
             Ok("primary") => &tally.primary,

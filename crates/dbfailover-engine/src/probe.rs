@@ -193,6 +193,18 @@ impl ProbeActor {
         }
     }
 
+    /// Checks now, or right after the check in flight: never two at once.
+    fn check_soon(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight {
+            self.again_now = true;
+        } else {
+            if let Some(handle) = self.next.take() {
+                ctx.cancel_future(handle);
+            }
+            self.start_check(ctx);
+        }
+    }
+
     fn start_check(&mut self, ctx: &mut Context<Self>) {
         if self.in_flight {
             self.again_now = true;
@@ -296,14 +308,7 @@ impl Handler<CheckNow> for ProbeActor {
         if msg.confirm {
             self.confirming = true;
         }
-        if self.in_flight {
-            self.again_now = true;
-        } else {
-            if let Some(handle) = self.next.take() {
-                ctx.cancel_future(handle);
-            }
-            self.start_check(ctx);
-        }
+        self.check_soon(ctx);
     }
 }
 
@@ -313,14 +318,7 @@ impl Handler<RunCheck> for ProbeActor {
     fn handle(&mut self, _msg: RunCheck, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.waiting_next.push(tx);
-        if self.in_flight {
-            self.again_now = true;
-        } else {
-            if let Some(handle) = self.next.take() {
-                ctx.cancel_future(handle);
-            }
-            self.start_check(ctx);
-        }
+        self.check_soon(ctx);
         Box::pin(async move { rx.await.ok().flatten() })
     }
 }

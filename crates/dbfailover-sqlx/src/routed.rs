@@ -127,8 +127,8 @@ impl<DB: Database> RoutedPool<DB> {
         }
     }
 
-    /// The default of [`RoutedPool::report_slow_acquire_after`]: 25 ms.
-    pub const DEFAULT_REPORT_SLOW_ACQUIRE_AFTER: Duration = Duration::from_millis(25);
+    /// The default of [`RoutedPool::report_slow_acquire_after`]: 10 ms.
+    pub const DEFAULT_REPORT_SLOW_ACQUIRE_AFTER: Duration = Duration::from_millis(10);
 
     /// An acquisition still waiting after `after` is reported to the engine as a suspected failure
     /// (the drivers retry a refused connect until the acquire timeout, which would otherwise hide a
@@ -254,6 +254,24 @@ impl<DB: Database> RoutedPool<DB> {
                 });
             }
         }
+    }
+
+    /// Runs `work` on a connection of the active database, and passes its result through
+    /// [`RoutedPool::observe`]: the limited-mode error at once, connection errors reported.
+    ///
+    /// ```rust,ignore
+    /// let name: String = routed
+    ///     .with_connection(async |conn| sqlx::query_scalar("SELECT name FROM whoami").fetch_one(conn).await)
+    ///     .await?;
+    /// ```
+    pub async fn with_connection<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut DB::Connection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, RoutedError> {
+        let mut connection = self.acquire().await?;
+        let role = connection.role();
+        let result = work(&mut connection).await;
+        self.observe(role, result)
     }
 
     /// Waits for a pending acquisition; `None` when routing switched meanwhile.

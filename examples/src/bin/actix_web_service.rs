@@ -15,17 +15,14 @@ use dbfailover::{RoutedError, RoutedPool};
 use dbfailover_examples::{EventLog, config_from_env, error_body, limited_mode_body, served_body};
 
 async fn whoami(routed: web::Data<RoutedPool<Postgres>>) -> HttpResponse {
-    let answer = async {
-        let mut conn = routed.acquire().await?;
-        let role = conn.role();
-        routed.observe(
-            role,
+    // Which database served the query, from the database's own data.
+    let answer = routed
+        .with_connection(async |conn| {
             sqlx::query_scalar::<_, String>("SELECT name FROM whoami")
-                .fetch_one(&mut *conn)
-                .await,
-        )
-    }
-    .await;
+                .fetch_one(conn)
+                .await
+        })
+        .await;
     match answer {
         Ok(name) => HttpResponse::Ok()
             .content_type("application/json")

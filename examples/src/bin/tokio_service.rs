@@ -19,17 +19,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 async fn whoami(routed: &RoutedPool<Postgres>) -> (u16, String) {
-    let answer = async {
-        let mut conn = routed.acquire().await?;
-        let role = conn.role();
-        routed.observe(
-            role,
+    // Which database served the query, from the database's own data.
+    let answer = routed
+        .with_connection(async |conn| {
             sqlx::query_scalar::<_, String>("SELECT name FROM whoami")
-                .fetch_one(&mut *conn)
-                .await,
-        )
-    }
-    .await;
+                .fetch_one(conn)
+                .await
+        })
+        .await;
     match answer {
         Ok(name) => (200, served_body(&name)),
         Err(error @ RoutedError::AllConnectionsUnavailable { .. }) => {
