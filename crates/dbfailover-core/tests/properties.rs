@@ -230,3 +230,42 @@ proptest! {
         }
     }
 }
+
+mod shared_rule {
+    use super::*;
+    use dbfailover_core::shared::{SharedEntry, apply};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// With a single instance, the shared rule is exactly the tracker's.
+        #[test]
+        fn one_instance_is_the_plain_tracker(t in thresholds(), results in prop::collection::vec(any::<bool>(), 0..60)) {
+            let mut tracker = HealthTracker::new(t);
+            let mut entry = SharedEntry::default();
+            for (i, ok) in results.iter().enumerate() {
+                let result = if *ok { CheckResult::success(Duration::ZERO) } else { CheckResult::failure("x") };
+                tracker.record(&result, at(i));
+                entry = apply(&entry, 1, &result, at(i), t, 2_000);
+                prop_assert_eq!(entry.counts, tracker.counts());
+            }
+        }
+
+        /// An instance that keeps reaching the database (a success at least once per window) keeps
+        /// every other instance's failures, however many and however fast, from making it DOWN.
+        #[test]
+        fn a_reaching_instance_vetoes_down(t in thresholds(), bursts in prop::collection::vec(1usize..10, 1..30)) {
+            let window_ms = 2_000;
+            let mut entry = SharedEntry::default();
+            let mut clock = 0usize; // seconds
+            for burst in bursts {
+                entry = apply(&entry, 2, &CheckResult::success(Duration::ZERO), at(clock), t, window_ms);
+                for _ in 0..burst {
+                    entry = apply(&entry, 1, &CheckResult::failure("x"), at(clock), t, window_ms);
+                    prop_assert_ne!(entry.counts.status, ConnectionStatus::Down);
+                }
+                clock += 1;
+            }
+        }
+    }
+}
