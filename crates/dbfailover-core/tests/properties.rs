@@ -257,14 +257,13 @@ mod shared_rule {
         fn a_reaching_instance_vetoes_down(t in thresholds(), bursts in prop::collection::vec(1usize..10, 1..30)) {
             let window_ms = 2_000;
             let mut entry = SharedEntry::default();
-            let mut clock = 0usize; // seconds
-            for burst in bursts {
+            for (clock, burst) in bursts.into_iter().enumerate() {
+                // One second per burst: the reaching instance checks once, the other fails `burst` times.
                 entry = apply(&entry, 2, &CheckResult::success(Duration::ZERO), at(clock), t, window_ms);
                 for _ in 0..burst {
                     entry = apply(&entry, 1, &CheckResult::failure("x"), at(clock), t, window_ms);
                     prop_assert_ne!(entry.counts.status, ConnectionStatus::Down);
                 }
-                clock += 1;
             }
         }
     }
