@@ -99,6 +99,24 @@ impl CacheServer {
         }
     }
 
+    /// SIGSTOP: the port still accepts connections, nothing answers.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT after [`CacheServer::freeze`].
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-s", signal, &child.id().to_string()])
+                .status();
+        }
+    }
+
     /// The URL to reach it (Redis with its password).
     pub fn url(&self) -> String {
         match self.kind {
@@ -110,6 +128,7 @@ impl CacheServer {
 
 impl Drop for CacheServer {
     fn drop(&mut self) {
+        self.thaw();
         self.kill9();
     }
 }

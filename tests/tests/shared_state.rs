@@ -343,6 +343,45 @@ async fn redis_killed_mid_failover_and_restarted_empty_loses_nothing_and_switche
 }
 
 #[actix_rt::test]
+async fn a_hung_redis_never_blocks_routing_and_its_return_switches_nothing() {
+    let cache = CacheServer::start(CacheKind::Redis);
+    let state = settings(StoreKind::Redis, Some(cache.url()), None);
+    let members = fleet(&state, 2).await;
+    let handles: Vec<_> = members.iter().map(|m| &m.engine).collect();
+    cache.freeze();
+    for m in &members {
+        m.primary_up.store(false, Ordering::SeqCst);
+    }
+    // Each instance waits the store timeout (300 ms) once, then decides from its own checks.
+    all_reach(&handles, ActiveRole::Failover, Duration::from_secs(5)).await;
+    for m in &members {
+        assert_eq!(
+            m.events.count("CacheUnavailable"),
+            1,
+            "{:?}",
+            m.events.names()
+        );
+        let state = m.engine.get_active_connection().await.unwrap();
+        assert_eq!(
+            state.role,
+            ActiveRole::Failover,
+            "the handle answers while Redis hangs"
+        );
+    }
+    let epochs: Vec<u64> = members.iter().map(|m| m.engine.active().epoch).collect();
+    cache.thaw();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    for (m, epoch) in members.iter().zip(&epochs) {
+        assert_eq!(m.events.count("CacheRestored"), 1, "{:?}", m.events.names());
+        assert_eq!(
+            m.engine.active().epoch,
+            *epoch,
+            "no switch when Redis came back"
+        );
+    }
+}
+
+#[actix_rt::test]
 async fn redis_entries_expire_to_unknown() {
     let cache = CacheServer::start(CacheKind::Redis);
     ttl_expiry(settings(StoreKind::Redis, Some(cache.url()), None)).await;
