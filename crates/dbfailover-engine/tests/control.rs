@@ -12,12 +12,7 @@ use dbfailover_engine::{BuildError, FailoverSystem};
 async fn unsubscribed_listeners_hear_nothing_more_and_others_still_do() {
     tokio::time::pause();
     let primary = Scripted::new(Mode::Up);
-    let handle = FailoverSystem::builder(config())
-        .probe("main", primary.clone())
-        .probe("standby", Scripted::new(Mode::Up))
-        .build()
-        .unwrap()
-        .start();
+    let handle = common::start(config(), primary.clone(), Scripted::new(Mode::Up));
     let (first, first_events) = collector();
     let (second, second_events) = collector();
     let first_id = handle.subscribe(first).await.unwrap();
@@ -41,12 +36,7 @@ async fn unsubscribed_listeners_hear_nothing_more_and_others_still_do() {
 async fn forced_switches_move_routing_and_hold_until_the_target_is_down() {
     tokio::time::pause();
     let failover = Scripted::new(Mode::Up);
-    let handle = FailoverSystem::builder(config())
-        .probe("main", Scripted::new(Mode::Up))
-        .probe("standby", failover.clone())
-        .build()
-        .unwrap()
-        .start();
+    let handle = common::start(config(), Scripted::new(Mode::Up), failover.clone());
     let (listener, events) = collector();
     handle.subscribe(listener).await.unwrap();
     sleep_ms(50).await;
@@ -90,12 +80,7 @@ async fn forced_switches_move_routing_and_hold_until_the_target_is_down() {
 async fn forcing_the_primary_marks_it_healthy_until_probes_find_it_down_again() {
     tokio::time::pause();
     let primary = Scripted::new(Mode::Refuse);
-    let handle = FailoverSystem::builder(config())
-        .probe("main", primary.clone())
-        .probe("standby", Scripted::new(Mode::Up))
-        .build()
-        .unwrap()
-        .start();
+    let handle = common::start(config(), primary.clone(), Scripted::new(Mode::Up));
     sleep_ms(400).await;
     assert_eq!(handle.active().role, ActiveRole::Failover);
     handle.force_primary().await.unwrap();
@@ -121,12 +106,7 @@ async fn disabled_means_no_probes_and_always_the_primary() {
     config.failover.enabled = false;
     let primary = Scripted::new(Mode::Refuse);
     let failover = Scripted::new(Mode::Refuse);
-    let handle = FailoverSystem::builder(config)
-        .probe("main", primary.clone())
-        .probe("standby", failover.clone())
-        .build()
-        .unwrap()
-        .start();
+    let handle = common::start(config, primary.clone(), failover.clone());
     sleep_ms(2000).await;
     assert_eq!(primary.calls() + failover.calls(), 0);
     let active = handle.get_active_connection().await.unwrap();
@@ -171,12 +151,7 @@ async fn a_one_shot_check_answers_status_and_failure_count_after_a_fresh_check()
     let mut config = config();
     config.health_check.interval = dbfailover_core::Schedule::Disabled;
     let primary = Scripted::new(Mode::Refuse);
-    let handle = FailoverSystem::builder(config)
-        .probe("main", primary.clone())
-        .probe("standby", Scripted::new(Mode::Up))
-        .build()
-        .unwrap()
-        .start();
+    let handle = common::start(config, primary.clone(), Scripted::new(Mode::Up));
     for expected in 1..=4u32 {
         let report = handle.check("main").await.unwrap();
         assert_eq!(report.state.failure_count, expected);

@@ -6,7 +6,6 @@ mod common;
 
 use common::{Mode, Scripted, collector, config, drain, sleep_ms};
 use dbfailover_core::{ActiveRole, Schedule};
-use dbfailover_engine::FailoverSystem;
 use std::time::Duration;
 
 #[actix_rt::test]
@@ -15,12 +14,7 @@ async fn a_reported_failure_makes_a_dead_primary_down_in_fast_checks_not_interva
     let mut config = config();
     config.health_check.interval = Schedule::Every(Duration::from_secs(1));
     let primary = Scripted::new(Mode::Up);
-    let handle = FailoverSystem::builder(config)
-        .probe("main", primary.clone())
-        .probe("standby", Scripted::new(Mode::Up))
-        .build()
-        .unwrap()
-        .start();
+    let handle = common::start(config, primary.clone(), Scripted::new(Mode::Up));
     sleep_ms(100).await; // first checks done; next periodic check at 1 s
     primary.set(Mode::Refuse);
     let reported = tokio::time::Instant::now();
@@ -44,12 +38,7 @@ async fn a_transient_failure_is_cleared_by_the_first_confirming_success() {
     let mut config = config();
     config.health_check.interval = Schedule::Every(Duration::from_secs(1));
     let primary = Scripted::new(Mode::Up);
-    let handle = FailoverSystem::builder(config)
-        .probe("main", primary.clone())
-        .probe("standby", Scripted::new(Mode::Up))
-        .build()
-        .unwrap()
-        .start();
+    let handle = common::start(config, primary.clone(), Scripted::new(Mode::Up));
     sleep_ms(100).await;
     let before = primary.calls();
     handle.report_query_failure("main").unwrap();
@@ -69,12 +58,7 @@ async fn a_burst_of_reports_does_not_become_a_burst_of_checks() {
     config.health_check.interval = Schedule::Every(Duration::from_secs(1));
     config.health_check.failure_threshold = 5;
     let primary = Scripted::new(Mode::Up);
-    let handle = FailoverSystem::builder(config)
-        .probe("main", primary.clone())
-        .probe("standby", Scripted::new(Mode::Up))
-        .build()
-        .unwrap()
-        .start();
+    let handle = common::start(config, primary.clone(), Scripted::new(Mode::Up));
     sleep_ms(100).await;
     primary.set(Mode::Refuse);
     let before = primary.calls();
@@ -96,12 +80,7 @@ async fn with_checks_disabled_a_down_primary_has_the_unchecked_failover_checked_
     config.health_check.interval = Schedule::Disabled;
     let primary = Scripted::new(Mode::Refuse);
     let failover = Scripted::new(Mode::Up);
-    let handle = FailoverSystem::builder(config)
-        .probe("main", primary.clone())
-        .probe("standby", failover.clone())
-        .build()
-        .unwrap()
-        .start();
+    let handle = common::start(config, primary.clone(), failover.clone());
     let (listener, events) = collector();
     handle.subscribe(listener).await.unwrap();
     sleep_ms(500).await;
@@ -134,12 +113,11 @@ async fn primary_down_and_the_unchecked_failover_failing_means_limited_mode_at_o
     tokio::time::pause();
     let mut config = config();
     config.health_check.interval = Schedule::Disabled;
-    let handle = FailoverSystem::builder(config)
-        .probe("main", Scripted::new(Mode::Refuse))
-        .probe("standby", Scripted::new(Mode::Refuse))
-        .build()
-        .unwrap()
-        .start();
+    let handle = common::start(
+        config,
+        Scripted::new(Mode::Refuse),
+        Scripted::new(Mode::Refuse),
+    );
     handle.report_query_failure("main").unwrap();
     sleep_ms(45).await; // the primary's three fast checks
     sleep_ms(5).await; // the failover's first check

@@ -17,12 +17,7 @@ use std::time::Duration;
 async fn a_panicking_probe_counts_as_failed_and_monitoring_goes_on() {
     tokio::time::pause();
     let primary = Scripted::new(Mode::Up);
-    let handle = FailoverSystem::builder(config())
-        .probe("main", primary.clone())
-        .probe("standby", Scripted::new(Mode::Up))
-        .build()
-        .unwrap()
-        .start();
+    let handle = common::start(config(), primary.clone(), Scripted::new(Mode::Up));
     sleep_ms(50).await;
     primary.set(Mode::Panic);
     sleep_ms(400).await;
@@ -49,12 +44,7 @@ async fn a_panicking_probe_counts_as_failed_and_monitoring_goes_on() {
 async fn a_hanging_probe_ends_at_its_timeout_and_checks_never_overlap() {
     tokio::time::pause();
     let primary = Scripted::new(Mode::Up);
-    let handle = FailoverSystem::builder(config())
-        .probe("main", primary.clone())
-        .probe("standby", Scripted::new(Mode::Up))
-        .build()
-        .unwrap()
-        .start();
+    let handle = common::start(config(), primary.clone(), Scripted::new(Mode::Up));
     sleep_ms(50).await;
     primary.set(Mode::Hang);
     let hung = tokio::time::Instant::now();

@@ -13,12 +13,7 @@ async fn primary_down_after_threshold_then_failover_then_restored_after_recovery
     tokio::time::pause();
     let primary = Scripted::new(Mode::Up);
     let failover = Scripted::new(Mode::Up);
-    let handle = FailoverSystem::builder(config())
-        .probe("main", primary.clone())
-        .probe("standby", failover.clone())
-        .build()
-        .unwrap()
-        .start();
+    let handle = common::start(config(), primary.clone(), failover.clone());
     let (listener, events) = collector();
     handle.subscribe(listener).await.unwrap();
 
@@ -88,12 +83,7 @@ async fn the_seeds_full_cycle_through_limited_mode() {
     tokio::time::pause();
     let primary = Scripted::new(Mode::Up);
     let failover = Scripted::new(Mode::Up);
-    let handle = FailoverSystem::builder(config())
-        .probe("main", primary.clone())
-        .probe("standby", failover.clone())
-        .build()
-        .unwrap()
-        .start();
+    let handle = common::start(config(), primary.clone(), failover.clone());
     let (listener, events) = collector();
     handle.subscribe(listener).await.unwrap();
     sleep_ms(50).await;
@@ -149,12 +139,7 @@ async fn healthy_fires_once_per_transition_not_per_check() {
     tokio::time::pause();
     let primary = Scripted::new(Mode::Up);
     let failover = Scripted::new(Mode::Up);
-    let handle = FailoverSystem::builder(config())
-        .probe("main", primary.clone())
-        .probe("standby", failover.clone())
-        .build()
-        .unwrap()
-        .start();
+    let handle = common::start(config(), primary.clone(), failover.clone());
     let (listener, events) = collector();
     handle.subscribe(listener).await.unwrap();
     sleep_ms(1000).await;
@@ -167,12 +152,7 @@ async fn healthy_fires_once_per_transition_not_per_check() {
 async fn a_read_only_connection_counts_as_failed_and_the_event_says_why() {
     tokio::time::pause();
     let primary = Scripted::new(Mode::Up);
-    let handle = FailoverSystem::builder(config())
-        .probe("main", primary.clone())
-        .probe("standby", Scripted::new(Mode::Up))
-        .build()
-        .unwrap()
-        .start();
+    let handle = common::start(config(), primary.clone(), Scripted::new(Mode::Up));
     let (listener, events) = collector();
     handle.subscribe(listener).await.unwrap();
     sleep_ms(50).await;

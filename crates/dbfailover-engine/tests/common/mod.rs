@@ -123,6 +123,20 @@ pub fn config() -> Config {
     config
 }
 
+/// Starts an engine on `config` with these probes for `main` and `standby`.
+pub fn start(
+    config: Config,
+    primary: Scripted,
+    failover: Scripted,
+) -> dbfailover_engine::FailoverHandle {
+    dbfailover_engine::FailoverSystem::builder(config)
+        .probe("main", primary)
+        .probe("standby", failover)
+        .build()
+        .unwrap()
+        .start()
+}
+
 /// Sleeps in (paused) tokio time.
 pub async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
