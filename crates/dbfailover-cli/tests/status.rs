@@ -61,3 +61,46 @@ fn status_shows_every_connection_and_the_active_one() {
     assert_eq!(connections[0]["failure_count"], 0);
     assert!(connections[0]["last_check_at"].is_null());
 }
+
+#[actix_rt::test]
+async fn health_check_then_status_share_a_state_file() {
+    let (main, standby) = tokio::join!(
+        dbfailover_tests::server::DbServer::postgres("main"),
+        dbfailover_tests::server::DbServer::postgres("standby")
+    );
+    let folder = tempfile::tempdir().unwrap();
+    let state = folder.path().join("state.json");
+    let text = format!(
+        "{}\n[state]\nstore = \"file\"\npath = \"{}\"\n",
+        common::config_text(&main.url(), &standby.url(), &[]),
+        state.display()
+    );
+    let (dir, _) = write_config(&text);
+    drop(main); // the primary is gone before the first check
+    // The first run checks the primary only, the second every connection.
+    for (expected_failures, args) in [
+        (1, &["health-check", "main"][..]),
+        (2, &["health-check"][..]),
+    ] {
+        let (output, _) = run(dir.path(), args, &[]);
+        let (stdout, stderr) = texts(&output);
+        assert_eq!(code(&output), Some(0), "{stderr}");
+        // One check per run, counted in the shared file: the seed's count goes up run by run.
+        assert!(
+            stdout.contains(&format!("Failures: {expected_failures}")),
+            "{stdout}"
+        );
+    }
+    let (output, _) = run(dir.path(), &["status"], &[]);
+    let (stdout, _) = texts(&output);
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("main"))
+        .unwrap_or_default();
+    // failure_threshold is 2 in the test configuration: DOWN after the second run.
+    assert!(row.contains("DOWN") && !row.contains("never"), "{stdout}");
+    assert!(
+        stdout.contains("active connection: standby (failover)"),
+        "{stdout}"
+    );
+}

@@ -167,6 +167,14 @@ impl HealthTracker {
         self.state.success_count = counts.success_count;
     }
 
+    /// Notes that the connection was checked at `at` (by another instance sharing the store): the last
+    /// check time moves forward, never back.
+    pub fn observe_check_at(&mut self, at: DateTime<Utc>) {
+        if self.state.last_check_at.is_none_or(|last| last < at) {
+            self.state.last_check_at = Some(at);
+        }
+    }
+
     /// The thresholds this tracker applies.
     pub fn thresholds(&self) -> Thresholds {
         self.thresholds

@@ -140,6 +140,16 @@ async fn apply_shared(
     Err(format!("gave up after {CAS_ATTEMPTS} conflicting writes"))
 }
 
+/// When any instance last checked, from the entry's votes.
+fn latest_vote(state: &StoredState) -> Option<DateTime<Utc>> {
+    state
+        .votes
+        .iter()
+        .map(|v| v.at_ms)
+        .max()
+        .and_then(DateTime::from_timestamp_millis)
+}
+
 /// What is applied to an entry.
 #[derive(Clone)]
 enum Update {
@@ -289,6 +299,9 @@ impl StateActor {
         tracked.version = Some(entry.version);
         let before = tracked.tracker.status();
         tracked.tracker.adopt(entry.state.counts);
+        if let Some(at) = latest_vote(&entry.state) {
+            tracked.tracker.observe_check_at(at);
+        }
         let after = entry.state.counts.status;
         let transition = (before != after).then(|| StatusTransition {
             from: before,
@@ -403,6 +416,9 @@ impl StateActor {
                 }
             }
             tracked.tracker.adopt(applied.after.state.counts);
+            if let Some(at) = latest_vote(&applied.after.state) {
+                tracked.tracker.observe_check_at(at);
+            }
             tracked.version = Some(applied.after.version);
             tracked.reconcile_since = None;
             let after = tracked.tracker.status();
