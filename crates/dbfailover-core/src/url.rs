@@ -16,8 +16,9 @@ pub fn mask_password(url: &str) -> String {
     if let Some(scheme_end) = out.find("://") {
         let start = scheme_end + 3;
         let rest = &out[start..];
-        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@')
+        // The user-info ends at the last `@`: a password may hold `/`, `?` or `#` unencoded, and
+        // masking too much is the safe side of a mistake.
+        if let Some(at) = rest.rfind('@')
             && let Some(colon) = rest[..at].find(':')
         {
             out.replace_range(start + colon + 1..start + at, MASK);
@@ -115,6 +116,7 @@ mod tests {
             "postgres://app:****@10.0.0.1:5432/app"
         );
         assert_eq!(mask_password("redis://:pw@h/0"), "redis://:****@h/0");
+        assert_eq!(mask_password("redis://:ab#c/d?e@h/0"), "redis://:****@h/0");
         assert_eq!(mask_password("mysql://app@h/db"), "mysql://app@h/db");
         assert_eq!(mask_password("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
     }

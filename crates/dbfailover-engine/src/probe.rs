@@ -120,8 +120,10 @@ pub struct ProbeSettings {
     pub schedule: Schedule,
     /// Pause between confirming checks.
     pub fast_interval: Duration,
-    /// Bound on a check that follows a timed-out one.
+    /// Bound on a confirming check that follows a timed-out one.
     pub confirm_timeout: Duration,
+    /// At most this many confirming checks in a row (the failure threshold).
+    pub confirm_checks: u32,
     /// A read-only answer counts as a failure.
     pub require_writable: bool,
 }
@@ -135,6 +137,7 @@ pub struct ProbeActor {
     in_flight: bool,
     again_now: bool,
     confirming: bool,
+    confirm_left: u32,
     last_timed_out: bool,
     next: Option<SpawnHandle>,
     /// `RunCheck` callers waiting for a check that has not started yet.
@@ -157,6 +160,7 @@ impl ProbeActor {
             in_flight: false,
             again_now: false,
             confirming: false,
+            confirm_left: 0,
             last_timed_out: false,
             next: None,
             waiting_next: Vec::new(),
@@ -193,6 +197,12 @@ impl ProbeActor {
         }
     }
 
+    /// Confirms at the fast interval, for at most the failure threshold's checks.
+    fn start_confirming(&mut self) {
+        self.confirming = true;
+        self.confirm_left = self.settings.confirm_checks.max(1);
+    }
+
     /// Checks now, or right after the check in flight: never two at once.
     fn check_soon(&mut self, ctx: &mut Context<Self>) {
         if self.in_flight {
@@ -217,7 +227,7 @@ impl ProbeActor {
         let results = self.results.clone();
         // After a timeout, the server is likely hung: the next checks wait no longer than the confirm
         // timeout, so a hang is confirmed in about one timeout plus the threshold's confirming checks.
-        let timeout = if self.last_timed_out {
+        let timeout = if self.last_timed_out && self.confirming {
             settings.timeout.min(settings.confirm_timeout)
         } else {
             settings.timeout
@@ -258,7 +268,6 @@ impl ProbeActor {
                 .into_actor(self)
                 .map(|(success, timed_out, status), act, ctx| {
                     act.in_flight = false;
-                    act.last_timed_out = timed_out;
                     for waiter in act.waiting_current.drain(..) {
                         // A caller that stopped waiting is no loss.
                         let _ = waiter.send(status);
@@ -269,8 +278,19 @@ impl ProbeActor {
                     let down = status == Some(ConnectionStatus::Down);
                     if success || down {
                         act.confirming = false;
-                    } else if act.settings.schedule.interval().is_some() {
-                        act.confirming = true;
+                        act.last_timed_out = false;
+                    } else {
+                        act.last_timed_out = timed_out;
+                        if act.confirming {
+                            // A connection that stays undecided (another instance vetoes its DOWN)
+                            // goes back to the normal interval after the threshold's checks.
+                            act.confirm_left = act.confirm_left.saturating_sub(1);
+                            if act.confirm_left == 0 {
+                                act.confirming = false;
+                            }
+                        } else if act.settings.schedule.interval().is_some() {
+                            act.start_confirming();
+                        }
                     }
                     act.schedule_after_check(ctx);
                 }),
@@ -306,7 +326,7 @@ impl Handler<CheckNow> for ProbeActor {
             return;
         }
         if msg.confirm {
-            self.confirming = true;
+            self.start_confirming();
         }
         self.check_soon(ctx);
     }

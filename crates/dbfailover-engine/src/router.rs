@@ -90,22 +90,17 @@ impl RouterActor {
     fn publish(&mut self, events: Vec<FailoverEvent>) {
         for event in events {
             tracing::info!(event = event.kind.name(), payload = ?event.kind, "failover event");
-            self.subscribers
-                .retain(|(id, recipient)| match recipient.try_send(event.clone()) {
-                    Ok(()) => true,
-                    Err(SendError::Full(_)) => {
-                        tracing::warn!(
-                            subscription = id.0,
-                            event = event.kind.name(),
-                            "subscriber mailbox full; event dropped for it"
-                        );
-                        true
-                    }
-                    Err(SendError::Closed(_)) => {
-                        tracing::info!(subscription = id.0, "subscriber stopped; unsubscribed");
-                        false
-                    }
-                });
+            // Every event reaches every live subscriber, whatever its mailbox size (`do_send` does not
+            // drop on a full mailbox); a stopped subscriber is unsubscribed.
+            self.subscribers.retain(|(id, recipient)| {
+                if recipient.connected() {
+                    recipient.do_send(event.clone());
+                    true
+                } else {
+                    tracing::info!(subscription = id.0, "subscriber stopped; unsubscribed");
+                    false
+                }
+            });
         }
     }
 

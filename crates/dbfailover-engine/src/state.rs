@@ -59,6 +59,9 @@ pub struct StateActor {
     outage_since: Option<DateTime<Utc>>,
     /// A store probe during an outage is running.
     store_retry_in_flight: bool,
+    /// During an outage, the store answered a read again: the next update tries it (a write decides
+    /// whether the outage is over).
+    store_readable_again: bool,
     /// When the last store probe during an outage started.
     last_store_retry: Option<tokio::time::Instant>,
 }
@@ -214,6 +217,7 @@ impl StateActor {
             router,
             outage_since: None,
             store_retry_in_flight: false,
+            store_readable_again: false,
             last_store_retry: None,
         }
     }
@@ -356,9 +360,7 @@ impl StateActor {
         });
         ctx.spawn(load.into_actor(self).map(|outcome, act, _ctx| {
             act.store_retry_in_flight = false;
-            if outcome.is_ok() {
-                act.note_store_outcome("load", Ok(()));
-            }
+            act.store_readable_again = outcome.is_ok();
         }));
     }
 
@@ -369,11 +371,12 @@ impl StateActor {
         update: Update,
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, ConnectionStatus> {
-        if self.outage_since.is_some() {
+        if self.outage_since.is_some() && !self.store_readable_again {
             let status = self.record_locally(index, &update);
             self.retry_store(ctx);
             return Box::pin(actix::fut::ready(status));
         }
+        self.store_readable_again = false;
         let Some(tracked) = self.connections.get(index) else {
             return Box::pin(actix::fut::ready(ConnectionStatus::Unknown));
         };
@@ -406,6 +409,8 @@ impl StateActor {
             };
             let tracked = &mut act.connections[index];
             let before = tracked.tracker.status();
+            // Another instance changed the entry since this one last saw it: what follows is learned.
+            let learned = applied.before != before;
             // The check's own facts (time, latency, error) are this instance's; the decision is the store's.
             match &update {
                 Update::Result(result, at) => {
@@ -434,11 +439,10 @@ impl StateActor {
                     },
                 }
             });
-            let made_here = applied.before != applied.after.state.counts.status;
-            let origin = if made_here {
-                EventOrigin::Local
-            } else {
+            let origin = if learned {
                 EventOrigin::Learned
+            } else {
+                EventOrigin::Local
             };
             act.tell_router(index, transition, origin);
             after
@@ -506,6 +510,11 @@ impl Actor for StateActor {
                 ctx.run_interval(self.poll_interval, |act, ctx| act.poll(ctx));
             }
         }
+        if self.store.changes_are_pushed() {
+            // A change feed can die silently (a half-open connection): poll now and then regardless.
+            let safety = (self.poll_interval * 10).min(Duration::from_secs(10));
+            ctx.run_interval(safety, |act, ctx| act.poll(ctx));
+        }
     }
 }
 
@@ -533,7 +542,8 @@ impl Handler<StoreChanged> for StateActor {
         let load = bounded(self.store_timeout, "load", async move {
             store.load(&name).await.map_err(|e| e.to_string())
         });
-        ctx.spawn(load.into_actor(self).map(move |loaded, act, _ctx| {
+        // `wait`: no update interleaves with this load, so an older entry never overwrites a newer one.
+        ctx.wait(load.into_actor(self).map(move |loaded, act, _ctx| {
             match loaded {
                 Ok(Some(entry))
                     if act.connections[index]
@@ -564,24 +574,26 @@ impl Supervised for StateActor {
 }
 
 impl Handler<ProbeCompleted> for StateActor {
-    type Result = ResponseActFuture<Self, ConnectionStatus>;
+    type Result = AtomicResponse<Self, ConnectionStatus>;
 
     fn handle(&mut self, msg: ProbeCompleted, ctx: &mut Context<Self>) -> Self::Result {
         match self.index_of(&msg.connection) {
-            Some(index) => self.update(index, Update::Result(msg.result, msg.at), ctx),
-            None => Box::pin(actix::fut::ready(ConnectionStatus::Unknown)),
+            Some(index) => {
+                AtomicResponse::new(self.update(index, Update::Result(msg.result, msg.at), ctx))
+            }
+            None => AtomicResponse::new(Box::pin(actix::fut::ready(ConnectionStatus::Unknown))),
         }
     }
 }
 
 impl Handler<ForceStatus> for StateActor {
-    type Result = ResponseActFuture<Self, ConnectionStatus>;
+    type Result = AtomicResponse<Self, ConnectionStatus>;
 
     fn handle(&mut self, msg: ForceStatus, ctx: &mut Context<Self>) -> Self::Result {
         tracing::info!(connection = %msg.connection, status = %msg.status, "status set by a forced switch");
         match self.index_of(&msg.connection) {
-            Some(index) => self.update(index, Update::Force(msg.status), ctx),
-            None => Box::pin(actix::fut::ready(ConnectionStatus::Unknown)),
+            Some(index) => AtomicResponse::new(self.update(index, Update::Force(msg.status), ctx)),
+            None => AtomicResponse::new(Box::pin(actix::fut::ready(ConnectionStatus::Unknown))),
         }
     }
 }

@@ -41,6 +41,16 @@ impl StoredState {
         }
     }
 
+    /// What an entry that cannot be read counts as: UNKNOWN / 0, written at the epoch (so it is older
+    /// than anything, and replaced by the next update).
+    pub fn unreadable() -> Self {
+        Self {
+            counts: Counts::default(),
+            updated_at_ms: 0,
+            votes: Vec::new(),
+        }
+    }
+
     /// The text form stores keep: `STATUS failures successes updated_at_ms [instance:ok:at_ms,...]`.
     pub fn encode(&self) -> String {
         let mut text = format!(
@@ -135,6 +145,11 @@ pub trait StateStore: Send + Sync + 'static {
         None
     }
 
+    /// Whether [`StateStore::changes`] delivers anything (without subscribing).
+    fn changes_are_pushed(&self) -> bool {
+        false
+    }
+
     /// A short description for logs (`memory`, `redis://host:6379` with the password masked, ...).
     fn describe(&self) -> String;
 }
@@ -218,6 +233,10 @@ impl StateStore for MemoryStore {
 
     fn changes(&self) -> Option<broadcast::Receiver<String>> {
         Some(self.changes.subscribe())
+    }
+
+    fn changes_are_pushed(&self) -> bool {
+        true
     }
 
     fn describe(&self) -> String {

@@ -193,6 +193,7 @@ impl FailoverSystem {
                     schedule: health.interval,
                     fast_interval: health.fast_interval,
                     confirm_timeout: health.effective_confirm_timeout(),
+                    confirm_checks: health.failure_threshold,
                     require_writable: m.require_writable,
                 };
                 let results = state_actor.clone().recipient();

@@ -118,6 +118,8 @@ async fn primary_down_and_the_unchecked_failover_failing_means_limited_mode_at_o
         Scripted::new(Mode::Refuse),
         Scripted::new(Mode::Refuse),
     );
+    let (listener, events) = collector();
+    handle.subscribe(listener).await.unwrap();
     handle.report_query_failure("main").unwrap();
     sleep_ms(45).await; // the primary's three fast checks
     sleep_ms(5).await; // the failover's first check
@@ -132,5 +134,18 @@ async fn primary_down_and_the_unchecked_failover_failing_means_limited_mode_at_o
         states[1].state.status,
         dbfailover_core::ConnectionStatus::Down,
         "confirmed by fast checks"
+    );
+    // One instance makes every transition itself: nothing it publishes is "learned".
+    let events = events.lock().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind.name() == "LimitedFunctionalityModeActivated")
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.origin == dbfailover_core::EventOrigin::Local),
+        "{events:?}"
     );
 }

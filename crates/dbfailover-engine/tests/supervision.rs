@@ -79,6 +79,8 @@ async fn a_hanging_probe_ends_at_its_timeout_and_checks_never_overlap() {
 #[derive(Clone, Default)]
 struct Breakable {
     broken: Arc<AtomicBool>,
+    /// Reads work, writes fail (a read-only replica, a full Redis).
+    read_only: Arc<AtomicBool>,
     inner: Arc<dbfailover_engine::MemoryStore>,
 }
 
@@ -95,7 +97,7 @@ impl StateStore for Breakable {
         expected: Option<u64>,
         state: StoredState,
     ) -> StoreFuture<'a, Option<u64>> {
-        if self.broken.load(Ordering::SeqCst) {
+        if self.broken.load(Ordering::SeqCst) || self.read_only.load(Ordering::SeqCst) {
             return Box::pin(async { Err(StoreError::new("connection refused")) });
         }
         self.inner.compare_and_set(connection, expected, state)
@@ -188,4 +190,40 @@ async fn a_hung_store_never_blocks_routing() {
         handle.get_active_connection().await.unwrap().role,
         ActiveRole::Failover
     );
+}
+
+#[actix_rt::test]
+async fn a_store_that_reads_but_cannot_write_is_one_outage_not_a_flapping_one() {
+    tokio::time::pause();
+    let store = Breakable::default();
+    let primary = Scripted::new(Mode::Up);
+    let handle = dbfailover_engine::FailoverSystem::builder(config())
+        .probe("main", primary.clone())
+        .probe("standby", Scripted::new(Mode::Up))
+        .store(store.clone())
+        .build()
+        .unwrap()
+        .start();
+    let (listener, events) = collector();
+    handle.subscribe(listener).await.unwrap();
+    sleep_ms(50).await;
+    drain(&events);
+    store.read_only.store(true, Ordering::SeqCst);
+    primary.set(Mode::Refuse);
+    sleep_ms(3000).await;
+    assert_eq!(handle.active().role, ActiveRole::Failover);
+    let seen = drain(&events);
+    assert_eq!(
+        seen.iter().filter(|n| **n == "CacheUnavailable").count(),
+        1,
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.iter().filter(|n| **n == "CacheRestored").count(),
+        0,
+        "{seen:?}"
+    );
+    store.read_only.store(false, Ordering::SeqCst);
+    sleep_ms(500).await;
+    assert_eq!(drain(&events), ["CacheRestored"]);
 }

@@ -29,6 +29,14 @@ pub fn available_drivers() -> &'static str {
     }
 }
 
+/// The URL as the driver takes it: `mariadb:` is the `mysql:` driver. Only the scheme is rewritten.
+pub fn driver_url(url: &str) -> String {
+    match url.strip_prefix("mariadb:") {
+        Some(rest) => format!("mysql:{rest}"),
+        None => url.to_owned(),
+    }
+}
+
 /// A sqlx probe of one database.
 pub struct SqlxProbe {
     target: Target,
@@ -78,7 +86,7 @@ impl SqlxProbe {
             #[cfg(feature = "mysql")]
             "mysql" | "mariadb" => {
                 use std::str::FromStr;
-                let normalized = url.expose().replacen("mariadb:", "mysql:", 1);
+                let normalized = driver_url(url.expose());
                 let options =
                     sqlx::mysql::MySqlConnectOptions::from_str(&normalized).map_err(bad_url)?;
                 Target::MySql(options)

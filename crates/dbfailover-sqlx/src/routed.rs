@@ -155,7 +155,7 @@ impl<DB: Database> RoutedPool<DB> {
             config
                 .databases
                 .get(name)
-                .map(|d| d.url.expose().replacen("mariadb:", "mysql:", 1))
+                .map(|d| crate::probe::driver_url(d.url.expose()))
                 .ok_or_else(|| {
                     sqlx::Error::Configuration(
                         format!("connection `{name}` is not configured under [databases]").into(),
@@ -325,12 +325,10 @@ impl<DB: Database> RoutedPool<DB> {
     }
 
     fn after_switch(&self, epoch: u64) {
-        let seen = self.seen_epoch.load(Ordering::Relaxed);
-        if seen == epoch
-            || self
-                .seen_epoch
-                .compare_exchange(seen, epoch, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
+        // Epochs only grow: the first reader of a newer epoch (and only it) closes the idle
+        // connections; a reader holding an older epoch never moves it back.
+        if self.seen_epoch.load(Ordering::Relaxed) >= epoch
+            || self.seen_epoch.fetch_max(epoch, Ordering::AcqRel) >= epoch
         {
             return;
         }

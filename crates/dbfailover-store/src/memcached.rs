@@ -57,7 +57,9 @@ impl MemcachedStore {
     }
 
     fn expiration(&self) -> u32 {
-        u32::try_from(self.ttl.as_secs().max(1)).unwrap_or(u32::MAX)
+        // Memcached reads more than 30 days as a Unix timestamp: keep TTLs below that.
+        const THIRTY_DAYS: u64 = 30 * 24 * 3600;
+        u32::try_from(self.ttl.as_secs().clamp(1, THIRTY_DAYS)).unwrap_or(u32::MAX)
     }
 }
 
@@ -112,10 +114,12 @@ impl StateStore for MemcachedStore {
             let found: Gets = client
                 .gets(&[keys.state.as_str()])
                 .map_err(|e| fail("load", e))?;
+            // An entry that cannot be read counts as missing (UNKNOWN / 0) and is replaced, with its
+            // CAS token, rather than blocking every write until it expires.
             let current = found
                 .get(&keys.state)
-                .and_then(|(value, _, cas)| Some((decode(value)?, (*cas)?)));
-            if current.as_ref().map(|(v, _)| v.version) != expected {
+                .and_then(|(value, _, cas)| Some((decode(value).map(|v| v.version), (*cas)?)));
+            if current.as_ref().and_then(|(version, _)| *version) != expected {
                 return Ok(None);
             }
             // The counter never expires; `add` creates it once, `increment` is atomic.

@@ -21,7 +21,7 @@ local current = redis.call('GET', KEYS[2])
 local expected = ARGV[1]
 if current == false then
   if expected ~= '' then return 0 end
-elseif current ~= expected or redis.call('EXISTS', KEYS[1]) == 0 then
+elseif current ~= expected then
   return 0
 end
 local version = redis.call('INCR', KEYS[5])
@@ -117,18 +117,22 @@ impl StateStore for RedisStore {
         Box::pin(self.bounded("load", async move {
             let keys = Keys::new(&self.prefix, connection);
             let mut conn = self.connection().await?;
-            let (state, version): (Option<String>, Option<u64>) = redis::pipe()
-                .get(&keys.state)
-                .get(&keys.version)
+            // One MGET: entry and version are read together, atomically.
+            let (state, version): (Option<String>, Option<u64>) = redis::cmd("MGET")
+                .arg(&keys.state)
+                .arg(&keys.version)
                 .query_async(&mut *conn)
                 .await
                 .map_err(|e| self.error("load", e))?;
-            Ok(
-                match (state.as_deref().and_then(StoredState::decode), version) {
-                    (Some(state), Some(version)) => Some(Versioned { state, version }),
-                    _ => None,
-                },
-            )
+            Ok(version.map(|version| Versioned {
+                // An unreadable (or evicted) entry reads as UNKNOWN / 0, written long ago: the next
+                // update replaces it, with its version, instead of conflicting until it expires.
+                state: state
+                    .as_deref()
+                    .and_then(StoredState::decode)
+                    .unwrap_or_else(StoredState::unreadable),
+                version,
+            }))
         }))
     }
 
@@ -184,6 +188,10 @@ impl StateStore for RedisStore {
             sender
         });
         Some(sender.subscribe())
+    }
+
+    fn changes_are_pushed(&self) -> bool {
+        true
     }
 
     fn describe(&self) -> String {
