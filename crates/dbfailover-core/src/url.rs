@@ -12,18 +12,32 @@ pub const MASK: &str = "****";
 ///
 /// Works on text that is not a valid URL too, so an error about a bad URL can show it safely.
 pub fn mask_password(url: &str) -> String {
-    let mut out = url.to_owned();
-    if let Some(scheme_end) = out.find("://") {
-        let start = scheme_end + 3;
-        let rest = &out[start..];
-        // The user-info ends at the last `@`: a password may hold `/`, `?` or `#` unencoded, and
-        // masking too much is the safe side of a mistake.
-        if let Some(at) = rest.rfind('@')
-            && let Some(colon) = rest[..at].find(':')
+    // Every URL in the text (an error message may hold several), each up to the end of its token.
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(scheme_end) = rest.find("://") {
+        let (before, after) = rest.split_at(scheme_end + 3);
+        out.push_str(before);
+        let token_end = after
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>'))
+            .unwrap_or(after.len());
+        let token = &after[..token_end];
+        // The user-info ends at the token's last `@`: a password may hold `/`, `?` or `#` unencoded,
+        // and masking too much is the safe side of a mistake.
+        match token
+            .rfind('@')
+            .and_then(|at| Some((at, token[..at].find(':')?)))
         {
-            out.replace_range(start + colon + 1..start + at, MASK);
+            Some((at, colon)) => {
+                out.push_str(&token[..=colon]);
+                out.push_str(MASK);
+                out.push_str(&token[at..]);
+            }
+            None => out.push_str(token),
         }
+        rest = &after[token_end..];
     }
+    out.push_str(rest);
     let lower = out.to_ascii_lowercase();
     let mut search_from = 0;
     let mut ranges = Vec::new();
@@ -117,6 +131,11 @@ mod tests {
         );
         assert_eq!(mask_password("redis://:pw@h/0"), "redis://:****@h/0");
         assert_eq!(mask_password("redis://:ab#c/d?e@h/0"), "redis://:****@h/0");
+        assert_eq!(
+            mask_password("url = \"postgres://a:x@h1/db\"\nurl = \"postgres://a:y@h2/db\""),
+            "url = \"postgres://a:****@h1/db\"\nurl = \"postgres://a:****@h2/db\"",
+            "every URL of a text, each on its own"
+        );
         assert_eq!(mask_password("mysql://app@h/db"), "mysql://app@h/db");
         assert_eq!(mask_password("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
     }
