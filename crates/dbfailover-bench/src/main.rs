@@ -4,6 +4,7 @@
 //! ## Layout
 //! - `failover.rs`: outage and restore windows, kill -9 and SIGSTOP, ours and HAProxy's, median of runs.
 //! - `actor.rs`: `GetActiveConnection` round trips from another thread, 1 and 64 concurrent callers.
+//! - `overhead.rs`: a real `SELECT 1` through the routed pool beside a plain pool.
 //! - `soak.rs`: 10,000 transitions in virtual time, and a real flapping server: memory and tasks.
 //! - `plot.rs`: the SVG of the failover window.
 //!
@@ -11,6 +12,7 @@
 
 mod actor;
 mod failover;
+mod overhead;
 mod plot;
 mod soak;
 
@@ -45,6 +47,15 @@ enum Command {
         #[arg(long, default_value_t = 50_000)]
         calls: usize,
     },
+    /// The cost of routing on a real `SELECT 1`, beside a plain pool.
+    Overhead {
+        /// Interleaved rounds (the median is reported).
+        #[arg(long, default_value_t = 21)]
+        rounds: usize,
+        /// Queries per round.
+        #[arg(long, default_value_t = 2000)]
+        per_round: usize,
+    },
     /// Memory and task count over many transitions.
     Soak {
         /// Transitions in virtual time.
@@ -61,6 +72,7 @@ fn main() -> std::process::ExitCode {
     let outcome = match cli.command {
         Command::Failover { reps, json, svg } => failover::run(reps, &json, &svg),
         Command::Actor { calls } => actor::run(calls),
+        Command::Overhead { rounds, per_round } => overhead::run(rounds, per_round),
         Command::Soak {
             transitions,
             flap_seconds,
