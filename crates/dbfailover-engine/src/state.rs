@@ -297,7 +297,10 @@ impl StateActor {
         let Some(tracked) = self.connections.get_mut(index) else {
             return;
         };
-        if tracked.version == Some(entry.version) {
+        // The same version with the same counts is this instance's own write coming back. (A store
+        // that restarted empty hands out versions again, so a known version with other counts is news.)
+        if tracked.version == Some(entry.version) && tracked.tracker.counts() == entry.state.counts
+        {
             return;
         }
         tracked.version = Some(entry.version);
