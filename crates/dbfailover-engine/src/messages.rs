@@ -55,11 +55,18 @@ pub struct StatusChanged {
     pub origin: EventOrigin,
 }
 
-/// A store's change feed (or the poll timer) -> `StateActor`: the entry of this connection may have been
-/// changed by another instance; load it and adopt it.
+/// A store's change feed (or the poll timer) -> `StateActor`: entries may have been changed by another
+/// instance; load them and adopt them.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct StoreChanged(pub String);
+pub enum StoreChanged {
+    /// The entry of this connection.
+    Connection(String),
+    /// Any entry: changes were missed (the feed lagged or reconnected).
+    All,
+    /// The change feed ended: poll from now on.
+    FeedEnded,
+}
 
 /// `StateActor` -> `RouterActor`: publish an event that is not a transition of routing (store events).
 #[derive(Debug, Message)]

@@ -17,10 +17,6 @@ use dbfailover_core::{
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A `StoreChanged` name that cannot be a connection's (names are trimmed, non-empty): the change feed
-/// ended, poll from now on.
-const POLL_FOREVER: &str = " poll";
-
 /// How many times an update is retried when other writers keep coming first.
 const CAS_ATTEMPTS: usize = 16;
 
@@ -160,6 +156,59 @@ enum Update {
     Force(ConnectionStatus),
 }
 
+impl Update {
+    /// Records this update in `tracker` (the check's own facts: time, latency, error); a check result
+    /// answers the transition it caused there. A forced status causes no status events.
+    fn record_in(&self, tracker: &mut HealthTracker) -> Option<StatusTransition> {
+        match self {
+            Self::Result(result, at) => tracker.record(result, *at),
+            Self::Force(status) => {
+                tracker.force(*status, Utc::now());
+                None
+            }
+        }
+    }
+
+    /// The reason a transition to DOWN gives, for a failed check.
+    fn failure_reason(&self) -> Option<String> {
+        match self {
+            Self::Result(CheckResult::Failure { reason }, _) => Some(reason.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// The transition from `before` to `after`, if they differ (a DOWN carries `reason`).
+fn transition(
+    before: ConnectionStatus,
+    after: ConnectionStatus,
+    at: DateTime<Utc>,
+    reason: Option<String>,
+) -> Option<StatusTransition> {
+    (before != after).then(|| StatusTransition {
+        from: before,
+        to: after,
+        at,
+        reason: if after == ConnectionStatus::Down {
+            reason
+        } else {
+            None
+        },
+    })
+}
+
+impl Tracked {
+    /// Takes the store's entry as the decision: status and counts, version, and the last time any
+    /// instance checked. What this instance measured itself (latency, error) stays.
+    fn take_entry(&mut self, entry: &Versioned) {
+        self.tracker.adopt(entry.state.counts);
+        if let Some(at) = latest_vote(&entry.state) {
+            self.tracker.observe_check_at(at);
+        }
+        self.version = Some(entry.version);
+    }
+}
+
 /// Runs a store operation in a task of its own, bounded by `timeout`: a hang or a panic in a store is
 /// an error here, never a stuck actor.
 async fn bounded<T: Send + 'static>(
@@ -286,14 +335,9 @@ impl StateActor {
         }
     }
 
-    /// Adopts the store's entry for connection `index` (learned from another instance).
-    fn adopt(
-        &mut self,
-        index: usize,
-        entry: Versioned,
-        origin: EventOrigin,
-        reason: Option<String>,
-    ) {
+    /// Adopts the store's entry for connection `index`, learned from another instance (or from this
+    /// engine's previous run), and tells the router.
+    fn adopt(&mut self, index: usize, entry: &Versioned) {
         let Some(tracked) = self.connections.get_mut(index) else {
             return;
         };
@@ -303,26 +347,49 @@ impl StateActor {
         {
             return;
         }
-        tracked.version = Some(entry.version);
         let before = tracked.tracker.status();
-        tracked.tracker.adopt(entry.state.counts);
-        if let Some(at) = latest_vote(&entry.state) {
-            tracked.tracker.observe_check_at(at);
-        }
-        let after = entry.state.counts.status;
-        let transition = (before != after).then(|| StatusTransition {
-            from: before,
-            to: after,
-            at: DateTime::from_timestamp_millis(entry.state.updated_at_ms).unwrap_or_else(Utc::now),
-            reason: if after == ConnectionStatus::Down {
-                reason
-            } else {
-                None
-            },
-        });
-        if transition.is_some() || origin == EventOrigin::Learned {
-            self.tell_router(index, transition, origin);
-        }
+        tracked.take_entry(entry);
+        let at =
+            DateTime::from_timestamp_millis(entry.state.updated_at_ms).unwrap_or_else(Utc::now);
+        let reason = Some("decided by another instance".to_owned());
+        let transition = transition(before, entry.state.counts.status, at, reason);
+        self.tell_router(index, transition, EventOrigin::Learned);
+    }
+
+    /// Loads connection `index`'s entry (bounded) and adopts it, before handling any other message:
+    /// no update interleaves, so an older entry never overwrites a newer one.
+    fn load_and_adopt(&mut self, index: usize, ctx: &mut Context<Self>) {
+        let Some(tracked) = self.connections.get(index) else {
+            return;
+        };
+        let load = self.bounded_load(Arc::clone(&tracked.name));
+        ctx.wait(load.into_actor(self).map(move |loaded, act, _ctx| {
+            match loaded {
+                Ok(Some(entry))
+                    if act.connections[index]
+                        .reconcile_since
+                        .is_some_and(|since| entry.state.updated_at_ms <= since) =>
+                {
+                    // Older than this instance's outage: its next update replaces it.
+                }
+                Ok(Some(entry)) => act.adopt(index, &entry),
+                // A missing entry (expired, or a store that restarted empty) is rewritten by the next
+                // update from the local state; adopting UNKNOWN here could switch to a dead database.
+                Ok(None) => {}
+                Err(error) => act.note_store_outcome("load", Err(error)),
+            }
+        }));
+    }
+
+    /// One load of `connection`'s entry, bounded by the store timeout.
+    fn bounded_load(
+        &self,
+        connection: Arc<str>,
+    ) -> impl std::future::Future<Output = Result<Option<Versioned>, String>> + 'static {
+        let store = Arc::clone(&self.store);
+        bounded(self.store_timeout, "load", async move {
+            store.load(&connection).await.map_err(|e| e.to_string())
+        })
     }
 
     /// Records `update` in the local tracker only (the store is unavailable) and tells the router.
@@ -330,13 +397,7 @@ impl StateActor {
         let Some(tracked) = self.connections.get_mut(index) else {
             return ConnectionStatus::Unknown;
         };
-        let transition = match update {
-            Update::Result(result, at) => tracked.tracker.record(result, *at),
-            Update::Force(status) => {
-                tracked.tracker.force(*status, Utc::now());
-                None
-            }
-        };
+        let transition = update.record_in(&mut tracked.tracker);
         let status = tracked.tracker.status();
         self.tell_router(index, transition, EventOrigin::Local);
         status
@@ -356,11 +417,7 @@ impl StateActor {
         };
         self.store_retry_in_flight = true;
         self.last_store_retry = Some(tokio::time::Instant::now());
-        let name = Arc::clone(&first.name);
-        let store = Arc::clone(&self.store);
-        let load = bounded(self.store_timeout, "load", async move {
-            store.load(&name).await.map_err(|e| e.to_string())
-        });
+        let load = self.bounded_load(Arc::clone(&first.name));
         ctx.spawn(load.into_actor(self).map(|outcome, act, _ctx| {
             act.store_retry_in_flight = false;
             act.store_readable_again = outcome.is_ok();
@@ -406,42 +463,21 @@ impl StateActor {
                 }
             };
             act.note_store_outcome("update", Ok(()));
-            let failure_reason = match &update {
-                Update::Result(CheckResult::Failure { reason }, _) => Some(reason.clone()),
-                _ => None,
-            };
             let tracked = &mut act.connections[index];
             let before = tracked.tracker.status();
             // Another instance changed the entry since this one last saw it: what follows is learned.
             let learned = applied.before != before;
-            // The check's own facts (time, latency, error) are this instance's; the decision is the store's.
-            match &update {
-                Update::Result(result, at) => {
-                    tracked.tracker.record(result, *at);
-                }
-                Update::Force(status) => {
-                    tracked.tracker.force(*status, Utc::now());
-                }
-            }
-            tracked.tracker.adopt(applied.after.state.counts);
-            if let Some(at) = latest_vote(&applied.after.state) {
-                tracked.tracker.observe_check_at(at);
-            }
-            tracked.version = Some(applied.after.version);
+            // The check's own facts are this instance's; the decision is the store's.
+            update.record_in(&mut tracked.tracker);
+            tracked.take_entry(&applied.after);
             tracked.reconcile_since = None;
             let after = tracked.tracker.status();
-            let transition = (before != after && matches!(update, Update::Result(..))).then(|| {
-                StatusTransition {
-                    from: before,
-                    to: after,
-                    at: Utc::now(),
-                    reason: if after == ConnectionStatus::Down {
-                        failure_reason
-                    } else {
-                        None
-                    },
+            let transition = match update {
+                Update::Result(..) => {
+                    transition(before, after, Utc::now(), update.failure_reason())
                 }
-            });
+                Update::Force(_) => None,
+            };
             let origin = if learned {
                 EventOrigin::Learned
             } else {
@@ -453,9 +489,7 @@ impl StateActor {
     }
 
     fn poll(&mut self, ctx: &mut Context<Self>) {
-        for tracked in &self.connections {
-            ctx.notify(StoreChanged(tracked.name.to_string()));
-        }
+        ctx.notify(StoreChanged::All);
     }
 }
 
@@ -466,29 +500,7 @@ impl Actor for StateActor {
         // Resume from the store (a restarted engine, or other instances' knowledge). Bounded; an
         // unavailable store leaves every connection UNKNOWN, as before the first check.
         for index in 0..self.connections.len() {
-            let name = Arc::clone(&self.connections[index].name);
-            let store = Arc::clone(&self.store);
-            let load = bounded(self.store_timeout, "load", async move {
-                store.load(&name).await.map_err(|e| e.to_string())
-            });
-            ctx.wait(
-                load.into_actor(self)
-                    .map(move |loaded, act, _ctx| match loaded {
-                        Ok(Some(entry)) => {
-                            act.adopt(index, entry.clone(), EventOrigin::Learned, None);
-                            if let Some(tracked) = act.connections.get(index) {
-                                tracing::info!(
-                                    connection = %tracked.name,
-                                    status = %entry.state.counts.status,
-                                    failure_count = entry.state.counts.failure_count,
-                                    "resumed from the state store"
-                                );
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(error) => act.note_store_outcome("load", Err(error)),
-                    }),
-            );
+            self.load_and_adopt(index, ctx);
         }
         match self.store.changes() {
             Some(mut feed) => {
@@ -497,26 +509,26 @@ impl Actor for StateActor {
                     use tokio::sync::broadcast::error::RecvError;
                     while addr.connected() {
                         match feed.recv().await {
-                            Ok(name) => addr.do_send(StoreChanged(name)),
+                            // An empty name: the store reconnected and may have missed changes.
+                            Ok(name) if name.is_empty() => addr.do_send(StoreChanged::All),
+                            Ok(name) => addr.do_send(StoreChanged::Connection(name)),
                             // Some names were missed: reload every connection.
-                            Err(RecvError::Lagged(_)) => addr.do_send(StoreChanged(String::new())),
+                            Err(RecvError::Lagged(_)) => addr.do_send(StoreChanged::All),
                             Err(RecvError::Closed) => {
                                 tracing::warn!("state store change feed ended; polling instead");
-                                addr.do_send(StoreChanged(POLL_FOREVER.to_owned()));
+                                addr.do_send(StoreChanged::FeedEnded);
                                 break;
                             }
                         }
                     }
                 });
+                // A change feed can die silently (a half-open connection): poll now and then regardless.
+                let safety = (self.poll_interval * 10).min(Duration::from_secs(10));
+                ctx.run_interval(safety, |act, ctx| act.poll(ctx));
             }
             None => {
                 ctx.run_interval(self.poll_interval, |act, ctx| act.poll(ctx));
             }
-        }
-        if self.store.changes_are_pushed() {
-            // A change feed can die silently (a half-open connection): poll now and then regardless.
-            let safety = (self.poll_interval * 10).min(Duration::from_secs(10));
-            ctx.run_interval(safety, |act, ctx| act.poll(ctx));
         }
     }
 }
@@ -525,48 +537,25 @@ impl Handler<StoreChanged> for StateActor {
     type Result = ();
 
     fn handle(&mut self, msg: StoreChanged, ctx: &mut Context<Self>) {
-        if msg.0 == POLL_FOREVER {
-            ctx.run_interval(self.poll_interval, |act, ctx| act.poll(ctx));
-            return;
-        }
-        if msg.0.is_empty() {
-            self.poll(ctx);
-            return;
-        }
-        let Some(index) = self.index_of(&msg.0) else {
-            return;
-        };
-        if self.outage_since.is_some() {
+        if self.outage_since.is_some() && !matches!(msg, StoreChanged::FeedEnded) {
             // During an outage the local state rules; the next update reconciles.
             return;
         }
-        let name = Arc::clone(&self.connections[index].name);
-        let store = Arc::clone(&self.store);
-        let load = bounded(self.store_timeout, "load", async move {
-            store.load(&name).await.map_err(|e| e.to_string())
-        });
-        // `wait`: no update interleaves with this load, so an older entry never overwrites a newer one.
-        ctx.wait(load.into_actor(self).map(move |loaded, act, _ctx| {
-            match loaded {
-                Ok(Some(entry))
-                    if act.connections[index]
-                        .reconcile_since
-                        .is_some_and(|since| entry.state.updated_at_ms <= since) =>
-                {
-                    // Older than this instance's outage: its next update replaces it.
+        match msg {
+            StoreChanged::Connection(name) => {
+                if let Some(index) = self.index_of(&name) {
+                    self.load_and_adopt(index, ctx);
                 }
-                Ok(Some(entry)) => act.adopt(
-                    index,
-                    entry,
-                    EventOrigin::Learned,
-                    Some("decided by another instance".to_owned()),
-                ),
-                // A missing entry (expired, or a store that restarted empty) is rewritten by the next
-                // update from the local state; adopting UNKNOWN here could switch to a dead database.
-                Ok(None) => {}
-                Err(error) => act.note_store_outcome("load", Err(error)),
             }
-        }));
+            StoreChanged::All => {
+                for index in 0..self.connections.len() {
+                    self.load_and_adopt(index, ctx);
+                }
+            }
+            StoreChanged::FeedEnded => {
+                ctx.run_interval(self.poll_interval, |act, ctx| act.poll(ctx));
+            }
+        }
     }
 }
 

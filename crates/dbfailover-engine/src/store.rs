@@ -145,11 +145,6 @@ pub trait StateStore: Send + Sync + 'static {
         None
     }
 
-    /// Whether [`StateStore::changes`] delivers anything (without subscribing).
-    fn changes_are_pushed(&self) -> bool {
-        false
-    }
-
     /// A short description for logs (`memory`, `redis://host:6379` with the password masked, ...).
     fn describe(&self) -> String;
 }
@@ -233,10 +228,6 @@ impl StateStore for MemoryStore {
 
     fn changes(&self) -> Option<broadcast::Receiver<String>> {
         Some(self.changes.subscribe())
-    }
-
-    fn changes_are_pushed(&self) -> bool {
-        true
     }
 
     fn describe(&self) -> String {

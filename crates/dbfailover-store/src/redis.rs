@@ -190,10 +190,6 @@ impl StateStore for RedisStore {
         Some(sender.subscribe())
     }
 
-    fn changes_are_pushed(&self) -> bool {
-        true
-    }
-
     fn describe(&self) -> String {
         format!("redis {}", mask_password(&self.url))
     }
