@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The file store.
+#[derive(Clone)]
 pub struct FileStore {
     path: PathBuf,
     lock_path: PathBuf,
@@ -178,19 +179,13 @@ impl FileStore {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StoreError::new(format!("file store task failed: {e}")))?
-}
-
 impl StateStore for FileStore {
     fn load<'a>(&'a self, connection: &'a str) -> StoreFuture<'a, Option<Versioned>> {
-        let store = self.clone_settings();
+        let store = self.clone();
         let connection = connection.to_owned();
-        Box::pin(blocking(move || store.load_blocking(&connection)))
+        Box::pin(crate::blocking(self.describe(), move || {
+            store.load_blocking(&connection)
+        }))
     }
 
     fn compare_and_set<'a>(
@@ -199,27 +194,15 @@ impl StateStore for FileStore {
         expected: Option<u64>,
         state: StoredState,
     ) -> StoreFuture<'a, Option<u64>> {
-        let store = self.clone_settings();
+        let store = self.clone();
         let connection = connection.to_owned();
-        Box::pin(blocking(move || {
+        Box::pin(crate::blocking(self.describe(), move || {
             store.cas_blocking(&connection, expected, state)
         }))
     }
 
     fn describe(&self) -> String {
         format!("file {}", self.path.display())
-    }
-}
-
-impl FileStore {
-    fn clone_settings(&self) -> Self {
-        Self {
-            path: self.path.clone(),
-            lock_path: self.lock_path.clone(),
-            prefix: self.prefix.clone(),
-            ttl: self.ttl,
-            timeout: self.timeout,
-        }
     }
 }
 

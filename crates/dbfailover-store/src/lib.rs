@@ -58,6 +58,18 @@ pub enum StoreSetupError {
     },
 }
 
+/// Runs a store client's blocking call on tokio's blocking threads (the engine bounds the wait).
+#[cfg(any(feature = "file", feature = "memcached"))]
+async fn blocking<T: Send + 'static>(
+    store: String,
+    call: impl FnOnce() -> Result<T, dbfailover_engine::StoreError> + Send + 'static,
+) -> Result<T, dbfailover_engine::StoreError> {
+    tokio::task::spawn_blocking(call).await.map_err(|e| {
+        dbfailover_engine::StoreError::new(format!("{store}: blocking task failed: {e}"))
+    })?
+}
+
+#[cfg(any(feature = "file", feature = "redis", feature = "memcached"))]
 fn missing(key: &'static str, store: StoreKind) -> StoreSetupError {
     StoreSetupError::InvalidSetting {
         key,

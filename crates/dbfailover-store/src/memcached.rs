@@ -78,21 +78,12 @@ fn decode(value: &[u8]) -> Option<Versioned> {
 
 type Gets = std::collections::HashMap<String, (Vec<u8>, u32, Option<u64>)>;
 
-async fn blocking<T: Send + 'static>(
-    url: String,
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| error(&url, "task", e))?
-}
-
 impl StateStore for MemcachedStore {
     fn load<'a>(&'a self, connection: &'a str) -> StoreFuture<'a, Option<Versioned>> {
         let client = Arc::clone(&self.client);
         let key = Keys::new(&self.prefix, connection).state;
         let url = self.url.clone();
-        Box::pin(blocking(url.clone(), move || {
+        Box::pin(crate::blocking(self.describe(), move || {
             let value: Option<Vec<u8>> = client.get(&key).map_err(|e| error(&url, "load", e))?;
             Ok(value.as_deref().and_then(decode))
         }))
@@ -109,7 +100,7 @@ impl StateStore for MemcachedStore {
         let counter = version_counter(&self.prefix);
         let expiration = self.expiration();
         let url = self.url.clone();
-        Box::pin(blocking(url.clone(), move || {
+        Box::pin(crate::blocking(self.describe(), move || {
             let fail = |what: &str, e: memcache::MemcacheError| error(&url, what, e);
             let found: Gets = client
                 .gets(&[keys.state.as_str()])
