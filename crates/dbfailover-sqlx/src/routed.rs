@@ -203,22 +203,16 @@ impl<DB: Database> RoutedPool<DB> {
     #[inline]
     pub fn route(&self) -> Result<Route<'_, DB>, RoutedError> {
         let snapshot = self.snapshot();
-        self.after_switch(snapshot.epoch);
+        self.after_switch(snapshot);
         let names = self.engine.names();
-        match snapshot.role {
-            ActiveRole::Primary => Ok(Route {
-                role: ActiveRole::Primary,
-                name: &names.primary,
+        match self.pool_of(snapshot.role) {
+            Some(pool) => Ok(Route {
+                role: snapshot.role,
+                name: names.name(snapshot.role),
                 epoch: snapshot.epoch,
-                pool: &self.primary,
+                pool,
             }),
-            ActiveRole::Failover => Ok(Route {
-                role: ActiveRole::Failover,
-                name: &names.failover,
-                epoch: snapshot.epoch,
-                pool: &self.failover,
-            }),
-            ActiveRole::Blocking => Err(RoutedError::AllConnectionsUnavailable {
+            None => Err(RoutedError::AllConnectionsUnavailable {
                 blocking_connection: names.blocking.clone(),
             }),
         }
@@ -324,7 +318,8 @@ impl<DB: Database> RoutedPool<DB> {
         })
     }
 
-    fn after_switch(&self, epoch: u64) {
+    fn after_switch(&self, snapshot: ActiveSnapshot) {
+        let epoch = snapshot.epoch;
         // Epochs only grow: the first reader of a newer epoch (and only it) closes the idle
         // connections; a reader holding an older epoch never moves it back.
         if self.seen_epoch.load(Ordering::Relaxed) >= epoch
@@ -333,9 +328,8 @@ impl<DB: Database> RoutedPool<DB> {
             return;
         }
         // Close the idle connections of every database that is not active now.
-        let active = self.snapshot().role;
         for role in [ActiveRole::Primary, ActiveRole::Failover] {
-            if role == active {
+            if role == snapshot.role {
                 continue;
             }
             if let (Some(pool), Ok(runtime)) =
@@ -348,8 +342,8 @@ impl<DB: Database> RoutedPool<DB> {
     }
 }
 
-/// Closes the connections sitting idle in `pool` (connections in use are closed when returned... by
-/// the pool's own checks; this only empties the idle queue). Returns how many were closed.
+/// Closes the connections sitting idle in `pool`; returns how many. (Connections in use when routing
+/// left their database are closed when given back, by the pools `connect_lazy` builds.)
 pub async fn close_idle<DB: Database>(pool: &Pool<DB>) -> usize {
     use sqlx::Connection;
     let mut closed = 0;
