@@ -136,7 +136,7 @@ pub struct ProbeActor {
     results: Recipient<ProbeCompleted>,
     in_flight: bool,
     again_now: bool,
-    confirming: bool,
+    /// Confirming checks still to run at the fast interval (0: not confirming).
     confirm_left: u32,
     last_timed_out: bool,
     next: Option<SpawnHandle>,
@@ -159,7 +159,6 @@ impl ProbeActor {
             results,
             in_flight: false,
             again_now: false,
-            confirming: false,
             confirm_left: 0,
             last_timed_out: false,
             next: None,
@@ -168,10 +167,18 @@ impl ProbeActor {
         }
     }
 
-    fn schedule(&mut self, delay: Duration, ctx: &mut Context<Self>) {
+    fn confirming(&self) -> bool {
+        self.confirm_left > 0
+    }
+
+    fn cancel_next(&mut self, ctx: &mut Context<Self>) {
         if let Some(handle) = self.next.take() {
             ctx.cancel_future(handle);
         }
+    }
+
+    fn schedule(&mut self, delay: Duration, ctx: &mut Context<Self>) {
+        self.cancel_next(ctx);
         self.next = Some(ctx.run_later(delay, |act, ctx| {
             act.next = None;
             act.start_check(ctx);
@@ -181,7 +188,7 @@ impl ProbeActor {
     fn schedule_after_check(&mut self, ctx: &mut Context<Self>) {
         let delay = if self.again_now {
             Some(Duration::ZERO)
-        } else if self.confirming {
+        } else if self.confirming() {
             Some(self.settings.fast_interval)
         } else {
             self.settings.schedule.interval()
@@ -189,32 +196,24 @@ impl ProbeActor {
         self.again_now = false;
         match delay {
             Some(delay) => self.schedule(delay, ctx),
-            None => {
-                if let Some(handle) = self.next.take() {
-                    ctx.cancel_future(handle);
-                }
-            }
+            None => self.cancel_next(ctx),
         }
     }
 
     /// Confirms at the fast interval, for at most the failure threshold's checks.
     fn start_confirming(&mut self) {
-        self.confirming = true;
         self.confirm_left = self.settings.confirm_checks.max(1);
     }
 
     /// Checks now, or right after the check in flight: never two at once.
     fn check_soon(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight {
-            self.again_now = true;
-        } else {
-            if let Some(handle) = self.next.take() {
-                ctx.cancel_future(handle);
-            }
-            self.start_check(ctx);
+        if !self.in_flight {
+            self.cancel_next(ctx);
         }
+        self.start_check(ctx);
     }
 
+    /// Starts a check, or (one in flight) asks for another right after it.
     fn start_check(&mut self, ctx: &mut Context<Self>) {
         if self.in_flight {
             self.again_now = true;
@@ -227,7 +226,7 @@ impl ProbeActor {
         let results = self.results.clone();
         // After a timeout, the server is likely hung: the next checks wait no longer than the confirm
         // timeout, so a hang is confirmed in about one timeout plus the threshold's confirming checks.
-        let timeout = if self.last_timed_out && self.confirming {
+        let timeout = if self.last_timed_out && self.confirming() {
             settings.timeout.min(settings.confirm_timeout)
         } else {
             settings.timeout
@@ -277,17 +276,14 @@ impl ProbeActor {
                     // at the normal interval again. Without them, only the checks asked for run.
                     let down = status == Some(ConnectionStatus::Down);
                     if success || down {
-                        act.confirming = false;
+                        act.confirm_left = 0;
                         act.last_timed_out = false;
                     } else {
                         act.last_timed_out = timed_out;
-                        if act.confirming {
+                        if act.confirming() {
                             // A connection that stays undecided (another instance vetoes its DOWN)
                             // goes back to the normal interval after the threshold's checks.
-                            act.confirm_left = act.confirm_left.saturating_sub(1);
-                            if act.confirm_left == 0 {
-                                act.confirming = false;
-                            }
+                            act.confirm_left -= 1;
                         } else if act.settings.schedule.interval().is_some() {
                             act.start_confirming();
                         }
@@ -320,7 +316,7 @@ impl Handler<CheckNow> for ProbeActor {
     type Result = ();
 
     fn handle(&mut self, msg: CheckNow, ctx: &mut Context<Self>) {
-        if msg.confirm && self.confirming {
+        if msg.confirm && self.confirming() {
             // Already confirming at the fast interval: a burst of reported failures must not turn
             // into a burst of checks, or a blip of a few milliseconds could reach the threshold.
             return;
