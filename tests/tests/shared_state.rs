@@ -174,7 +174,18 @@ async fn disagreement_does_not_flap(state: StateSettings) {
     }
 }
 
-async fn outage_then_empty_restart(kind: CacheKind) {
+/// How the store goes away, and comes back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outage {
+    /// kill -9, then a restart: the store comes back empty.
+    KilledThenRestartedEmpty,
+    /// SIGSTOP, then SIGCONT: the store hangs, then answers with what it had.
+    Hung,
+}
+
+/// The store goes away in the middle of a failover: every instance still fails over from its own
+/// checks, reports the outage once, and when the store is back reports that once, with no switch.
+async fn failover_through_a_store_outage(kind: CacheKind, outage: Outage) {
     let mut cache = CacheServer::start(kind);
     let store_kind = if kind == CacheKind::Redis {
         StoreKind::Redis
@@ -185,11 +196,14 @@ async fn outage_then_empty_restart(kind: CacheKind) {
     let members = fleet(&state, 2).await;
     let handles: Vec<_> = members.iter().map(|m| &m.engine).collect();
 
-    // The store dies in the middle of a failover: both instances still fail over, from local state.
-    cache.kill9();
+    match outage {
+        Outage::KilledThenRestartedEmpty => cache.kill9(),
+        Outage::Hung => cache.freeze(),
+    }
     for m in &members {
         m.primary_up.store(false, Ordering::SeqCst);
     }
+    // A hung store costs each instance the store timeout (300 ms) once, then it decides on its own.
     all_reach(&handles, ActiveRole::Failover, Duration::from_secs(5)).await;
     for m in &members {
         assert_eq!(
@@ -198,11 +212,19 @@ async fn outage_then_empty_restart(kind: CacheKind) {
             "{:?}",
             m.events.names()
         );
+        let active = m.engine.get_active_connection().await.unwrap();
+        assert_eq!(
+            active.role,
+            ActiveRole::Failover,
+            "the handle answers while the store is away"
+        );
     }
     let epochs: Vec<u64> = members.iter().map(|m| m.engine.active().epoch).collect();
 
-    // It comes back empty: no spurious switch, the DOWN is written back, and routing stays put.
-    cache.restart();
+    match outage {
+        Outage::KilledThenRestartedEmpty => cache.restart(),
+        Outage::Hung => cache.thaw(),
+    }
     tokio::time::sleep(Duration::from_millis(2500)).await;
     for (m, epoch) in members.iter().zip(&epochs) {
         assert_eq!(m.events.count("CacheRestored"), 1, "{:?}", m.events.names());
@@ -213,12 +235,13 @@ async fn outage_then_empty_restart(kind: CacheKind) {
         );
         assert_eq!(m.engine.active().role, ActiveRole::Failover);
     }
+    // The DOWN decided meanwhile is in the store (written back after an empty restart).
     let store = dbfailover::store::from_settings(&state).unwrap();
     let entry = store
         .load("main")
         .await
         .unwrap()
-        .expect("the DOWN was written back");
+        .expect("the DOWN is in the store");
     assert_eq!(
         entry.state.counts.status,
         dbfailover::ConnectionStatus::Down
@@ -339,46 +362,12 @@ async fn redis_disagreeing_instances_do_not_flap() {
 
 #[actix_rt::test]
 async fn redis_killed_mid_failover_and_restarted_empty_loses_nothing_and_switches_nothing() {
-    outage_then_empty_restart(CacheKind::Redis).await;
+    failover_through_a_store_outage(CacheKind::Redis, Outage::KilledThenRestartedEmpty).await;
 }
 
 #[actix_rt::test]
 async fn a_hung_redis_never_blocks_routing_and_its_return_switches_nothing() {
-    let cache = CacheServer::start(CacheKind::Redis);
-    let state = settings(StoreKind::Redis, Some(cache.url()), None);
-    let members = fleet(&state, 2).await;
-    let handles: Vec<_> = members.iter().map(|m| &m.engine).collect();
-    cache.freeze();
-    for m in &members {
-        m.primary_up.store(false, Ordering::SeqCst);
-    }
-    // Each instance waits the store timeout (300 ms) once, then decides from its own checks.
-    all_reach(&handles, ActiveRole::Failover, Duration::from_secs(5)).await;
-    for m in &members {
-        assert_eq!(
-            m.events.count("CacheUnavailable"),
-            1,
-            "{:?}",
-            m.events.names()
-        );
-        let state = m.engine.get_active_connection().await.unwrap();
-        assert_eq!(
-            state.role,
-            ActiveRole::Failover,
-            "the handle answers while Redis hangs"
-        );
-    }
-    let epochs: Vec<u64> = members.iter().map(|m| m.engine.active().epoch).collect();
-    cache.thaw();
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    for (m, epoch) in members.iter().zip(&epochs) {
-        assert_eq!(m.events.count("CacheRestored"), 1, "{:?}", m.events.names());
-        assert_eq!(
-            m.engine.active().epoch,
-            *epoch,
-            "no switch when Redis came back"
-        );
-    }
+    failover_through_a_store_outage(CacheKind::Redis, Outage::Hung).await;
 }
 
 #[actix_rt::test]
@@ -418,7 +407,7 @@ async fn memcached_disagreeing_instances_do_not_flap() {
 
 #[actix_rt::test]
 async fn memcached_killed_mid_failover_and_restarted_empty_loses_nothing_and_switches_nothing() {
-    outage_then_empty_restart(CacheKind::Memcached).await;
+    failover_through_a_store_outage(CacheKind::Memcached, Outage::KilledThenRestartedEmpty).await;
 }
 
 #[actix_rt::test]
