@@ -37,8 +37,7 @@ async fn forced_switches_move_routing_and_hold_until_the_target_is_down() {
     tokio::time::pause();
     let failover = Scripted::new(Mode::Up);
     let handle = common::start(config(), Scripted::new(Mode::Up), failover.clone());
-    let (listener, events) = collector();
-    handle.subscribe(listener).await.unwrap();
+    let events = common::listen(&handle).await;
     sleep_ms(50).await;
     drain(&events);
 

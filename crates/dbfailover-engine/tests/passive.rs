@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Mode, Scripted, collector, config, drain, sleep_ms};
+use common::{Mode, Scripted, config, drain, sleep_ms};
 use dbfailover_core::{ActiveRole, Schedule};
 use std::time::Duration;
 
@@ -81,8 +81,7 @@ async fn with_checks_disabled_a_down_primary_has_the_unchecked_failover_checked_
     let primary = Scripted::new(Mode::Refuse);
     let failover = Scripted::new(Mode::Up);
     let handle = common::start(config, primary.clone(), failover.clone());
-    let (listener, events) = collector();
-    handle.subscribe(listener).await.unwrap();
+    let events = common::listen(&handle).await;
     sleep_ms(500).await;
     assert_eq!(
         primary.calls() + failover.calls(),
@@ -118,8 +117,7 @@ async fn primary_down_and_the_unchecked_failover_failing_means_limited_mode_at_o
         Scripted::new(Mode::Refuse),
         Scripted::new(Mode::Refuse),
     );
-    let (listener, events) = collector();
-    handle.subscribe(listener).await.unwrap();
+    let events = common::listen(&handle).await;
     handle.report_query_failure("main").unwrap();
     sleep_ms(45).await; // the primary's three fast checks
     sleep_ms(5).await; // the failover's first check

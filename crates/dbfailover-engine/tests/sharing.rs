@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Mode, Scripted, collector, config, sleep_ms};
+use common::{Mode, Scripted, config, sleep_ms};
 use dbfailover_core::{ActiveRole, EventOrigin, FailoverEvent};
 use dbfailover_engine::{FailoverHandle, FailoverSystem, MemoryStore, StateStore};
 use std::sync::{Arc, Mutex};
@@ -25,8 +25,7 @@ async fn instance(store: Arc<MemoryStore>) -> Instance {
         .build()
         .unwrap()
         .start();
-    let (listener, events) = collector();
-    handle.subscribe(listener).await.unwrap();
+    let events = common::listen(&handle).await;
     Instance {
         handle,
         primary,

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Mode, Scripted, collector, config, drain, sleep_ms};
+use common::{Mode, Scripted, config, drain, sleep_ms};
 use dbfailover_core::{ActiveRole, ConnectionStatus};
 use dbfailover_engine::{
     FailoverSystem, StateStore, StoreError, StoreFuture, StoredState, Versioned,
@@ -112,15 +112,8 @@ async fn a_broken_store_never_stops_failover_and_its_outage_is_reported_once() {
     tokio::time::pause();
     let store = Breakable::default();
     let primary = Scripted::new(Mode::Up);
-    let handle = FailoverSystem::builder(config())
-        .probe("main", primary.clone())
-        .probe("standby", Scripted::new(Mode::Up))
-        .store(store.clone())
-        .build()
-        .unwrap()
-        .start();
-    let (listener, events) = collector();
-    handle.subscribe(listener).await.unwrap();
+    let handle = common::start_with_store(primary.clone(), Scripted::new(Mode::Up), store.clone());
+    let events = common::listen(&handle).await;
     sleep_ms(50).await;
     drain(&events);
 
@@ -197,15 +190,8 @@ async fn a_store_that_reads_but_cannot_write_is_one_outage_not_a_flapping_one() 
     tokio::time::pause();
     let store = Breakable::default();
     let primary = Scripted::new(Mode::Up);
-    let handle = dbfailover_engine::FailoverSystem::builder(config())
-        .probe("main", primary.clone())
-        .probe("standby", Scripted::new(Mode::Up))
-        .store(store.clone())
-        .build()
-        .unwrap()
-        .start();
-    let (listener, events) = collector();
-    handle.subscribe(listener).await.unwrap();
+    let handle = common::start_with_store(primary.clone(), Scripted::new(Mode::Up), store.clone());
+    let events = common::listen(&handle).await;
     sleep_ms(50).await;
     drain(&events);
     store.read_only.store(true, Ordering::SeqCst);

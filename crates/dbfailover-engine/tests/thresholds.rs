@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Mode, Scripted, collector, config, drain, names, sleep_ms};
+use common::{Mode, Scripted, config, drain, names, sleep_ms};
 use dbfailover_core::{ActiveRole, ConnectionStatus};
 use dbfailover_engine::FailoverSystem;
 
@@ -14,8 +14,7 @@ async fn primary_down_after_threshold_then_failover_then_restored_after_recovery
     let primary = Scripted::new(Mode::Up);
     let failover = Scripted::new(Mode::Up);
     let handle = common::start(config(), primary.clone(), failover.clone());
-    let (listener, events) = collector();
-    handle.subscribe(listener).await.unwrap();
+    let events = common::listen(&handle).await;
 
     sleep_ms(250).await;
     let active = handle.get_active_connection().await.unwrap();
@@ -84,8 +83,7 @@ async fn the_seeds_full_cycle_through_limited_mode() {
     let primary = Scripted::new(Mode::Up);
     let failover = Scripted::new(Mode::Up);
     let handle = common::start(config(), primary.clone(), failover.clone());
-    let (listener, events) = collector();
-    handle.subscribe(listener).await.unwrap();
+    let events = common::listen(&handle).await;
     sleep_ms(50).await;
     assert_eq!(drain(&events), ["ConnectionHealthy", "ConnectionHealthy"]);
 
@@ -140,8 +138,7 @@ async fn healthy_fires_once_per_transition_not_per_check() {
     let primary = Scripted::new(Mode::Up);
     let failover = Scripted::new(Mode::Up);
     let handle = common::start(config(), primary.clone(), failover.clone());
-    let (listener, events) = collector();
-    handle.subscribe(listener).await.unwrap();
+    let events = common::listen(&handle).await;
     sleep_ms(1000).await;
     assert!(primary.calls() >= 9, "checks ran: {}", primary.calls());
     // The first checks made both HEALTHY; the checks since then fired nothing.
@@ -153,8 +150,7 @@ async fn a_read_only_connection_counts_as_failed_and_the_event_says_why() {
     tokio::time::pause();
     let primary = Scripted::new(Mode::Up);
     let handle = common::start(config(), primary.clone(), Scripted::new(Mode::Up));
-    let (listener, events) = collector();
-    handle.subscribe(listener).await.unwrap();
+    let events = common::listen(&handle).await;
     sleep_ms(50).await;
     drain(&events);
     primary.set(Mode::ReadOnly);
@@ -187,8 +183,7 @@ async fn other_connections_report_connection_down_and_never_route() {
         .build()
         .unwrap()
         .start();
-    let (listener, events) = collector();
-    handle.subscribe(listener).await.unwrap();
+    let events = common::listen(&handle).await;
     sleep_ms(50).await;
     assert_eq!(
         drain(&events).len(),

@@ -123,6 +123,28 @@ pub fn config() -> Config {
     config
 }
 
+/// Subscribes a new collector to `handle`'s events; answers the list it fills.
+pub async fn listen(handle: &dbfailover_engine::FailoverHandle) -> Arc<Mutex<Vec<FailoverEvent>>> {
+    let (listener, events) = collector();
+    handle.subscribe(listener).await.unwrap();
+    events
+}
+
+/// Starts an engine on the test configuration with these probes and `store`.
+pub fn start_with_store(
+    primary: Scripted,
+    failover: Scripted,
+    store: impl dbfailover_engine::StateStore,
+) -> dbfailover_engine::FailoverHandle {
+    dbfailover_engine::FailoverSystem::builder(config())
+        .probe("main", primary)
+        .probe("standby", failover)
+        .store(store)
+        .build()
+        .unwrap()
+        .start()
+}
+
 /// Starts an engine on `config` with these probes for `main` and `standby`.
 pub fn start(
     config: Config,
