@@ -12,10 +12,13 @@
 //! - [`messages`]: every message, with who sends it and who answers.
 //! - [`store`]: the [`StateStore`] trait and the in-memory store.
 //! - [`metrics`]: the metrics the engine records through the `metrics` facade.
+//! - `contain` (private): runs a probe or a store call in a task of its own, bounded by a timeout, a
+//!   panic turned into an outcome; the one mechanism behind "a probe or a store never stops the engine".
 //! - [`system`]: [`FailoverSystem`] wires and starts the actors; [`FailoverHandle`] is what services keep.
 //!
 //! `docs/architecture.md` at the repository's top draws the actors and their messages.
 
+mod contain;
 pub mod error;
 pub mod messages;
 pub mod metrics;

@@ -1,11 +1,11 @@
 //! The `Probe` trait (what a driver implements) and the `ProbeActor` (one per monitored connection).
 
+use crate::contain::{Contained, contained};
 use crate::error::ProbeError;
 use crate::messages::{CheckNow, ProbeCompleted, RunCheck};
 use actix::prelude::*;
 use dbfailover_core::duration;
 use dbfailover_core::{CheckResult, ConnectionStatus, Schedule};
-use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -62,22 +62,13 @@ pub async fn run_check(
     require_writable: bool,
 ) -> CheckResult {
     let started = tokio::time::Instant::now();
-    // The probe runs in its own task: a panic there is contained, and the task is aborted at the timeout.
-    let task = tokio::spawn(async move { probe.check(timeout).await });
-    let abort = task.abort_handle();
-    let outcome = tokio::time::timeout(timeout, task).await;
+    let outcome = contained(timeout, async move { probe.check(timeout).await }).await;
     let latency = started.elapsed();
     match outcome {
-        Err(_) => {
-            abort.abort();
+        Contained::TimedOut => {
             CheckResult::failure(format!("timed out after {}", duration::format(timeout)))
         }
-        Ok(Err(join_error)) => {
-            let message = if join_error.is_panic() {
-                panic_message(join_error.into_panic())
-            } else {
-                "cancelled".to_owned()
-            };
+        Contained::Panicked(message) => {
             tracing::error!(
                 connection,
                 panic = %message,
@@ -85,8 +76,9 @@ pub async fn run_check(
             );
             CheckResult::failure(format!("probe panicked: {message}"))
         }
-        Ok(Ok(Err(error))) => CheckResult::failure(error.to_string()),
-        Ok(Ok(Ok(report))) => {
+        Contained::Cancelled => CheckResult::failure("check cancelled"),
+        Contained::Done(Err(error)) => CheckResult::failure(error.to_string()),
+        Contained::Done(Ok(report)) => {
             if require_writable && report.writable == Some(false) {
                 CheckResult::failure("connection is read-only but must accept writes")
             } else {
@@ -96,16 +88,6 @@ pub async fn run_check(
                 }
             }
         }
-    }
-}
-
-fn panic_message(payload: Box<dyn Any + Send>) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-text panic".to_owned()
     }
 }
 

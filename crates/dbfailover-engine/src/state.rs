@@ -1,6 +1,7 @@
 //! The `StateActor`: owns the thresholds and every connection's tracker, shares state through the
 //! store, learns other instances' transitions, and tells the router.
 
+use crate::contain::{Contained, contained};
 use crate::messages::{
     ConnectionReport, ForceStatus, GetConnectionStates, ProbeCompleted, Publish, StatusChanged,
     StoreChanged,
@@ -216,18 +217,15 @@ async fn bounded<T: Send + 'static>(
     what: &'static str,
     operation: impl std::future::Future<Output = Result<T, String>> + Send + 'static,
 ) -> Result<T, String> {
-    let task = tokio::spawn(tokio::time::timeout(timeout, operation));
-    let abort = task.abort_handle();
-    match tokio::time::timeout(timeout + Duration::from_millis(50), task).await {
-        Ok(Ok(Ok(result))) => result,
-        Ok(Ok(Err(_))) | Err(_) => {
-            abort.abort();
-            Err(format!(
-                "state store did not answer {what} within {timeout:?}"
-            ))
+    match contained(timeout, operation).await {
+        Contained::Done(result) => result,
+        Contained::TimedOut => Err(format!(
+            "state store did not answer {what} within {timeout:?}"
+        )),
+        Contained::Panicked(message) => {
+            Err(format!("state store panicked during {what}: {message}"))
         }
-        Ok(Err(join)) if join.is_panic() => Err(format!("state store panicked during {what}")),
-        Ok(Err(_)) => Err(format!("state store {what} was cancelled")),
+        Contained::Cancelled => Err(format!("state store {what} was cancelled")),
     }
 }
 
