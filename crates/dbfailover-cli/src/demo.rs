@@ -81,29 +81,16 @@ impl Handler<FailoverEvent> for Printer {
         if let Ok(mut seen) = self.seen.lock() {
             seen.insert(event.kind.name());
         }
-        println!("{:>8}  EVENT {}", elapsed(self.started), describe(&event));
+        println!(
+            "{:>8}  EVENT {}",
+            elapsed(self.started),
+            crate::output::event_words(&event)
+        );
     }
 }
 
 fn elapsed(started: Instant) -> String {
     format!("+{:.3}s", started.elapsed().as_secs_f64())
-}
-
-/// `Name key=value ...`, the payload without the name and time.
-fn describe(event: &FailoverEvent) -> String {
-    let mut text = event.kind.name().to_owned();
-    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(event) {
-        for (key, value) in fields {
-            if key == "event" || key == "at" || value.is_null() {
-                continue;
-            }
-            match value {
-                serde_json::Value::String(s) => text.push_str(&format!(" {key}={s:?}")),
-                other => text.push_str(&format!(" {key}={other}")),
-            }
-        }
-    }
-    text
 }
 
 async fn create_database(path: &Path, name: &str) -> Result<(), sqlx::Error> {

@@ -51,7 +51,12 @@ pub(crate) fn event_json(event: &FailoverEvent) -> String {
 
 /// One event as a human line: `2024-05-01T12:00:00.123Z EVENT SwitchedToFailoverConnection previous_connection_name=main ...`.
 pub(crate) fn event_human(event: &FailoverEvent) -> String {
-    let mut line = format!("{} EVENT {}", timestamp(event.at), event.kind.name());
+    format!("{} EVENT {}", timestamp(event.at), event_words(event))
+}
+
+/// An event without its time: `SwitchedToFailoverConnection previous_connection_name="main" ...`.
+pub(crate) fn event_words(event: &FailoverEvent) -> String {
+    let mut line = event.kind.name().to_owned();
     if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(event) {
         for (key, value) in fields {
             if key == "event" || key == "at" {
