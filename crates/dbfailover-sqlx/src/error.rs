@@ -48,7 +48,7 @@ pub enum ProbeSetupError {
         /// The URL's scheme.
         scheme: String,
         /// The drivers this build has.
-        available: &'static str,
+        available: String,
     },
     /// The driver rejected the URL.
     #[error("connection `{connection}`: bad URL `{url}`: {source}")]

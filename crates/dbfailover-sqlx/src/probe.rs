@@ -11,21 +11,21 @@ use dbfailover_engine::{FailoverSystemBuilder, Probe, ProbeError, ProbeFuture, P
 use std::time::Duration;
 
 /// The drivers compiled into this build, for error messages.
-pub fn available_drivers() -> &'static str {
-    const DRIVERS: [(bool, &str); 3] = [
+pub fn available_drivers() -> String {
+    let drivers = [
         (cfg!(feature = "sqlite"), "sqlite"),
         (cfg!(feature = "postgres"), "postgres"),
         (cfg!(feature = "mysql"), "mysql"),
     ];
-    match DRIVERS.map(|(on, _)| on) {
-        [true, true, true] => "sqlite, postgres, mysql",
-        [true, true, false] => "sqlite, postgres",
-        [true, false, true] => "sqlite, mysql",
-        [false, true, true] => "postgres, mysql",
-        [true, false, false] => DRIVERS[0].1,
-        [false, true, false] => DRIVERS[1].1,
-        [false, false, true] => DRIVERS[2].1,
-        [false, false, false] => "none",
+    let on: Vec<&str> = drivers
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, name)| *name)
+        .collect();
+    if on.is_empty() {
+        "none".to_owned()
+    } else {
+        on.join(", ")
     }
 }
 
