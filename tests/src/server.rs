@@ -2,13 +2,15 @@
 //! started and killed by the test (kill -9, SIGSTOP / SIGCONT, restart, read-only), cleaned up on drop
 //! even when the test fails. The machine's own database services are never touched.
 //!
-//! Each server runs in a process group of its own, so a fault reaches the whole server (postmaster and
-//! backends alike), as a crashed or frozen host would.
+//! A fault reaches every process of the server, as a crashed or frozen host would: the main process
+//! (postmaster, `mariadbd`) first, then each of its descendants, signalled one by one by pid. A process
+//! group would not do: PostgreSQL backends call `setsid()` and leave the postmaster's group.
 
 use dbfailover::DatabaseUrl;
 use dbfailover::sqlx::sqlx::mysql::MySqlConnectOptions;
 use dbfailover::sqlx::sqlx::postgres::PgConnectOptions;
 use dbfailover::sqlx::sqlx::{self, ConnectOptions, Connection};
+use std::collections::HashSet;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -91,12 +93,199 @@ pub fn postgres_bin() -> PathBuf {
         .unwrap_or_else(|| panic!("PostgreSQL is not installed (scripts/test installs it)"))
 }
 
-fn signal_group(pid: u32, signal: &str) {
-    // The negative pid names the process group.
+/// How long a fault may take to reach every process of a server.
+const FAULT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// One process as `/proc/PID/stat` shows it; the start time tells a reused pid apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcInfo {
+    pid: u32,
+    ppid: u32,
+    state: char,
+    start: u64,
+}
+
+impl ProcInfo {
+    fn read(pid: u32) -> Option<Self> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        Self::parse(pid, &text)
+    }
+
+    /// The fields of a `stat` line. The command name (field 2) is in parentheses and may itself hold
+    /// spaces and `)`, so the fields are counted from the last `)`.
+    fn parse(pid: u32, text: &str) -> Option<Self> {
+        let (_, rest) = text.rsplit_once(')')?;
+        let mut fields = rest.split_whitespace();
+        let state = fields.next()?.chars().next()?;
+        let ppid = fields.next()?.parse().ok()?;
+        // Field 22 (the start time); fields 3 and 4 are read already.
+        let start = fields.nth(22 - 5)?.parse().ok()?;
+        Some(Self {
+            pid,
+            ppid,
+            state,
+            start,
+        })
+    }
+
+    /// The same process as now (`None` once it has exited and been reaped, or its pid was reused).
+    fn now(&self) -> Option<Self> {
+        Self::read(self.pid).filter(|p| p.start == self.start)
+    }
+
+    /// Still running (or stopped): neither reaped nor a zombie.
+    fn alive(&self) -> bool {
+        self.now()
+            .is_some_and(|p| !matches!(p.state, 'Z' | 'X' | 'x'))
+    }
+
+    /// Stopped by a signal, or gone.
+    fn stopped_or_gone(&self) -> bool {
+        self.now()
+            .is_none_or(|p| matches!(p.state, 'T' | 't' | 'Z' | 'X' | 'x'))
+    }
+
+    /// Stopped by a signal (not by a tracer).
+    fn stopped(&self) -> bool {
+        self.now().is_some_and(|p| p.state == 'T')
+    }
+}
+
+fn all_processes() -> Vec<ProcInfo> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter_map(ProcInfo::read)
+        .collect()
+}
+
+/// The descendants of the `known` processes that are not among them, parents before children.
+fn new_descendants(known: &[ProcInfo]) -> Vec<ProcInfo> {
+    let table = all_processes();
+    let is_known = |p: &ProcInfo| known.iter().any(|k| k.pid == p.pid && k.start == p.start);
+    let mut parents: HashSet<u32> = table
+        .iter()
+        .filter(|p| is_known(p))
+        .map(|p| p.pid)
+        .collect();
+    let mut found: Vec<ProcInfo> = Vec::new();
+    loop {
+        let before = found.len();
+        for p in &table {
+            if parents.contains(&p.ppid) && !parents.contains(&p.pid) && !is_known(p) {
+                parents.insert(p.pid);
+                found.push(*p);
+            }
+        }
+        if found.len() == before {
+            return found;
+        }
+    }
+}
+
+/// `root` and all its descendants, `root` first; scans until a scan finds no new process.
+fn tree(root: ProcInfo, deadline: Instant) -> Vec<ProcInfo> {
+    let mut procs = vec![root];
+    loop {
+        let new = new_descendants(&procs);
+        if new.is_empty() || Instant::now() >= deadline {
+            return procs;
+        }
+        procs.extend(new);
+    }
+}
+
+/// The process `pid` and all its descendants (found by parent pid in `/proc`), `pid` first; empty when
+/// there is no such process.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    ProcInfo::read(pid)
+        .map(|root| tree(root, Instant::now() + FAULT_DEADLINE))
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Sends `signal` to each of `procs`, by pid.
+fn signal(signal: &str, procs: &[ProcInfo]) {
+    if procs.is_empty() {
+        return;
+    }
     let _ = Command::new("kill")
-        .args(["-s", signal, "--", &format!("-{pid}")])
+        .args(["-s", signal, "--"])
+        .args(procs.iter().map(|p| p.pid.to_string()))
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
+}
+
+/// SIGSTOP to `root`, then to each descendant, until a scan finds no new one; with `wait`, also until
+/// every one is stopped. Returns them all, `root` first.
+fn stop_tree(root: ProcInfo, wait: bool, deadline: Instant) -> Vec<ProcInfo> {
+    signal("STOP", &[root]);
+    let mut procs = vec![root];
+    loop {
+        // A stopped parent forks no more, so the scans end.
+        let new = new_descendants(&procs);
+        let done = new.is_empty() && (!wait || procs.iter().all(ProcInfo::stopped_or_gone));
+        if done || Instant::now() >= deadline {
+            return procs;
+        }
+        signal("STOP", &new);
+        procs.extend(new);
+        if procs.iter().any(|p| !p.stopped_or_gone()) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// SIGCONT to every process of the tree of `root` (children first), then again to any still stopped.
+fn continue_tree(root: ProcInfo, deadline: Instant) {
+    let mut procs = tree(root, deadline);
+    signal("CONT", &procs[1..]);
+    signal("CONT", &procs[..1]);
+    loop {
+        procs.extend(new_descendants(&procs));
+        let stopped: Vec<ProcInfo> = procs.iter().copied().filter(ProcInfo::stopped).collect();
+        if stopped.is_empty() || Instant::now() >= deadline {
+            return;
+        }
+        signal("CONT", &stopped);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// SIGKILL to the process of `child` and every descendant; returns once all of them are gone (`child`
+/// reaped, the others reaped or zombies), or an error naming those still alive after
+/// [`FAULT_DEADLINE`].
+fn kill_tree(child: &mut Child) -> Result<(), String> {
+    let deadline = Instant::now() + FAULT_DEADLINE;
+    let mut procs = match ProcInfo::read(child.id()) {
+        // Stopped first: a killed parent's children move to another parent, and could no longer be
+        // found by parent pid.
+        Some(root) => stop_tree(root, false, deadline),
+        None => Vec::new(),
+    };
+    signal("KILL", &procs);
+    loop {
+        let reaped = !matches!(child.try_wait(), Ok(None));
+        let new = new_descendants(&procs);
+        signal("KILL", &new);
+        procs.extend(new);
+        let left: Vec<u32> = procs.iter().filter(|p| p.alive()).map(|p| p.pid).collect();
+        if reaped && left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "processes {left:?} (main {}, reaped: {reaped}) still alive {FAULT_DEADLINE:?} after SIGKILL",
+                child.id()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 impl DbServer {
@@ -437,34 +626,43 @@ impl DbServer {
         .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+    /// The server's main process as it is now.
+    fn main_process(&self) -> Option<ProcInfo> {
+        self.child.as_ref().and_then(|c| ProcInfo::read(c.id()))
     }
 
-    /// kill -9 of the whole server; returns once it is gone.
+    /// The server's processes now: its main process first, then every descendant (empty when it is
+    /// not running).
+    pub fn pids(&self) -> Vec<u32> {
+        self.child
+            .as_ref()
+            .map(|c| process_tree(c.id()))
+            .unwrap_or_default()
+    }
+
+    /// kill -9 of every process of the server; returns once all are gone, so the port is free.
+    ///
+    /// # Panics
+    /// When a process of the server is still alive 10 s after SIGKILL.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
-            signal_group(child.id(), "KILL");
-            let _ = child.wait();
-            // Backends in the group die with it; give the kernel a moment to reap them.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while group_alive(child.id()) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            kill_tree(&mut child).unwrap_or_else(|e| panic!("{}: {e}", self.name));
         }
     }
 
-    /// SIGSTOP: the port still accepts connections, nothing answers.
+    /// SIGSTOP to every process of the server: the port still accepts connections, nothing answers,
+    /// not even on connections already open. Returns once every process is stopped (or after 10 s).
     pub fn freeze(&self) {
-        if let Some(pid) = self.pid() {
-            signal_group(pid, "STOP");
+        if let Some(root) = self.main_process() {
+            stop_tree(root, true, Instant::now() + FAULT_DEADLINE);
         }
     }
 
-    /// SIGCONT after [`DbServer::freeze`].
+    /// SIGCONT to every process of the server after [`DbServer::freeze`]; returns once none is stopped
+    /// (or after 10 s).
     pub fn thaw(&self) {
-        if let Some(pid) = self.pid() {
-            signal_group(pid, "CONT");
+        if let Some(root) = self.main_process() {
+            continue_tree(root, Instant::now() + FAULT_DEADLINE);
         }
     }
 
@@ -512,22 +710,11 @@ impl DbServer {
     }
 }
 
-fn group_alive(pgid: u32) -> bool {
-    Command::new("kill")
-        .args(["-0", "--", &format!("-{pgid}")])
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
 impl Drop for DbServer {
     fn drop(&mut self) {
-        if let Some(pid) = self.pid() {
-            // A frozen server ignores SIGKILL only until it is continued; send both.
-            signal_group(pid, "KILL");
-            signal_group(pid, "CONT");
+        // SIGKILL ends stopped processes too. No panic here: this may run while a test unwinds.
+        if let Some(mut child) = self.child.take() {
+            let _ = kill_tree(&mut child);
         }
-        self.kill9();
     }
 }
