@@ -19,6 +19,7 @@ pub struct CacheServer {
     kind: CacheKind,
     port: u16,
     child: Option<Child>,
+    extra: Vec<String>,
 }
 
 /// The Redis password the test bed sets (to check that it is masked everywhere).
@@ -34,13 +35,36 @@ fn free_port() -> u16 {
 impl CacheServer {
     /// Starts a server of `kind` and waits until it accepts connections.
     pub fn start(kind: CacheKind) -> Self {
+        Self::start_with(kind, &[])
+    }
+
+    /// Starts a server of `kind` with `extra` command-line arguments (for example Redis's
+    /// `--maxmemory 4mb --maxmemory-policy allkeys-random`).
+    pub fn start_with(kind: CacheKind, extra: &[&str]) -> Self {
         let mut server = Self {
             kind,
             port: free_port(),
             child: None,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         server.restart();
         server
+    }
+
+    /// Runs `redis-cli` against this Redis server with `args`; answers its output.
+    pub fn redis_cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "--no-auth-warning",
+                "-a",
+                REDIS_PASSWORD,
+            ])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("redis-cli: {e}"));
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// Starts the server again (empty: neither keeps anything on disk).
@@ -77,6 +101,7 @@ impl CacheServer {
                 cmd
             }
         };
+        cmd.args(&self.extra);
         let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())

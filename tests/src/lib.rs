@@ -5,6 +5,7 @@
 //! - [`cache`]: real Redis and memcached servers on free loopback ports.
 //! - [`events`]: an actor collecting the events a test's engine publishes.
 //! - [`scenarios`]: the failure scenarios, written once and run for PostgreSQL and MariaDB.
+//! - [`stored`]: reading and planting shared records as a store keeps them.
 //! - [`server`]: real PostgreSQL and MariaDB servers on free loopback ports, with real faults.
 
 pub mod cache;
@@ -12,3 +13,4 @@ pub mod events;
 pub mod scenarios;
 pub mod server;
 pub mod sqlite;
+pub mod stored;

@@ -4,7 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use dbfailover::engine::{FnProbe, StoreFuture, StoredState, Versioned};
+use dbfailover::core::record::{CasOutcome, Notice, RecordKey, Slot, Write};
+use dbfailover::engine::{FnProbe, StoreFuture};
 use dbfailover::{
     ActiveRole, Config, ConnectionStatus, DatabaseUrl, FailoverHandle, FailoverSystem, MemoryStore,
     ProbeError, ProbeReport, Schedule, StateStore,
@@ -40,18 +41,13 @@ struct Bed {
 struct SharedStore(Arc<MemoryStore>);
 
 impl StateStore for SharedStore {
-    fn load<'a>(&'a self, c: &'a str) -> StoreFuture<'a, Option<Versioned>> {
-        self.0.load(c)
+    fn load<'a>(&'a self, keys: &'a [RecordKey]) -> StoreFuture<'a, Vec<Slot>> {
+        self.0.load(keys)
     }
-    fn compare_and_set<'a>(
-        &'a self,
-        c: &'a str,
-        expected: Option<u64>,
-        s: StoredState,
-    ) -> StoreFuture<'a, Option<u64>> {
-        self.0.compare_and_set(c, expected, s)
+    fn compare_and_set<'a>(&'a self, writes: &'a [Write]) -> StoreFuture<'a, CasOutcome> {
+        self.0.compare_and_set(writes)
     }
-    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
         self.0.changes()
     }
     fn describe(&self) -> String {
@@ -61,11 +57,7 @@ impl StateStore for SharedStore {
 
 /// The seed's view of an entry: status and failure count.
 async fn stored(store: &MemoryStore, connection: &str) -> Option<(ConnectionStatus, u32)> {
-    store
-        .load(connection)
-        .await
-        .unwrap()
-        .map(|v| (v.state.counts.status, v.state.counts.failure_count))
+    dbfailover_tests::stored::counts(store, connection).await
 }
 
 async fn bed(primary_up: bool, failover_up: bool) -> Bed {
@@ -138,9 +130,11 @@ async fn state_failures_count_up_and_the_threshold_stores_down_with_one_event() 
         1,
         "already DOWN: no repeat"
     );
+    // The shared count stops at the threshold ("at least 3"): a check that changes nothing writes
+    // nothing, so a dead primary costs the store no write per check.
     assert_eq!(
         stored(&bed.store, "mysql").await,
-        Some((ConnectionStatus::Down, 6))
+        Some((ConnectionStatus::Down, 3))
     );
 }
 
@@ -172,12 +166,8 @@ async fn state_recovery_from_down_emits_restored_but_unknown_to_healthy_does_not
 async fn state_an_expired_entry_reads_as_unknown_and_zero() {
     tokio::time::pause();
     let store = MemoryStore::new(Duration::from_secs(300));
-    let down = StoredState::now(dbfailover::core::Counts {
-        status: ConnectionStatus::Down,
-        failure_count: 3,
-        success_count: 0,
-    });
-    store.compare_and_set("mysql", None, down).await.unwrap();
+    let down = dbfailover_tests::stored::down_record("mysql");
+    store.compare_and_set(&[down]).await.unwrap();
     tokio::time::sleep(Duration::from_secs(299)).await;
     assert_eq!(
         stored(&store, "mysql").await,

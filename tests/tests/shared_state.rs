@@ -237,15 +237,10 @@ async fn failover_through_a_store_outage(kind: CacheKind, outage: Outage) {
     }
     // The DOWN decided meanwhile is in the store (written back after an empty restart).
     let store = dbfailover::store::from_settings(&state).unwrap();
-    let entry = store
-        .load("main")
+    let entry = dbfailover_tests::stored::counts(&*store, "main")
         .await
-        .unwrap()
         .expect("the DOWN is in the store");
-    assert_eq!(
-        entry.state.counts.status,
-        dbfailover::ConnectionStatus::Down
-    );
+    assert_eq!(entry.0, dbfailover::ConnectionStatus::Down);
 
     // And the next transition is shared again: the primary comes back for everyone.
     for m in &members {
@@ -258,22 +253,19 @@ async fn ttl_expiry(state: StateSettings) {
     let mut state = state;
     state.ttl = Duration::from_secs(1);
     let store = dbfailover::store::from_settings(&state).unwrap();
-    let down = dbfailover::engine::StoredState::now(dbfailover::core::Counts {
-        status: dbfailover::ConnectionStatus::Down,
-        failure_count: 3,
-        success_count: 0,
-    });
+    let down = dbfailover_tests::stored::down_record("main");
+    assert_eq!(
+        store.compare_and_set(&[down]).await.unwrap(),
+        dbfailover::core::record::CasOutcome::Written
+    );
     assert!(
-        store
-            .compare_and_set("main", None, down)
+        dbfailover_tests::stored::counts(&*store, "main")
             .await
-            .unwrap()
             .is_some()
     );
-    assert!(store.load("main").await.unwrap().is_some());
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(
-        store.load("main").await.unwrap(),
+        dbfailover_tests::stored::counts(&*store, "main").await,
         None,
         "expired: UNKNOWN / 0"
     );

@@ -75,3 +75,65 @@ async fn two_processes_on_one_state_file_switch_together() {
     // The file store is polled at the check interval (100 ms).
     processes_switch_together(&state, 2, 250).await;
 }
+
+/// libfaketime, which shifts a process's wall clock (its monotonic clock is left alone).
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+#[actix_rt::test]
+async fn a_dead_instance_whose_clock_ran_an_hour_fast_does_not_hold_the_fleet_on_a_dead_primary() {
+    assert!(
+        std::path::Path::new(FAKETIME).exists(),
+        "libfaketime is installed by scripts/test"
+    );
+    let redis = CacheServer::start(CacheKind::Redis);
+    let state = format!("[state]\nstore = \"redis\"\nurl = \"{}\"\n", redis.url());
+    let (mut main, standby) =
+        tokio::join!(DbServer::postgres("main"), DbServer::postgres("standby"));
+    let text = format!(
+        "{}\n{state}\n",
+        config_text(&main.url(), &standby.url(), &[])
+    );
+    let (dir, _path) = write_config(&text);
+    let skewed = [
+        ("LD_PRELOAD", FAKETIME),
+        ("FAKETIME", "+1h"),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ];
+    let behind = [
+        ("LD_PRELOAD", FAKETIME),
+        ("FAKETIME", "-3h"),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ];
+    let mut fast = Watch::start_with_env(dir.path(), &["--json"], &skewed);
+    let mut late = Watch::start_with_env(dir.path(), &["--json"], &behind);
+    let mut plain = Watch::start(dir.path(), &["--json"]);
+    // The injection itself: a process started the same way reads a clock an hour ahead.
+    let date = std::process::Command::new("date")
+        .arg("+%s")
+        .envs(skewed.iter().copied())
+        .output()
+        .unwrap();
+    let shown: i64 = String::from_utf8_lossy(&date.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    let ahead = shown - chrono::Utc::now().timestamp();
+    assert!(
+        (3500..3700).contains(&ahead),
+        "the skewed clock runs an hour fast ({ahead} s)"
+    );
+    // Every process checks the healthy primary and votes for it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The process from the future dies with its "ok" vote in the store; then the primary dies.
+    fast.stop("KILL", Duration::from_secs(5));
+    main.kill9();
+    for w in [&mut late, &mut plain] {
+        w.wait_for(Duration::from_secs(10), |l| {
+            l.contains("\"SwitchedToFailoverConnection\"")
+        });
+    }
+    for w in [&mut late, &mut plain] {
+        let (code, _) = w.stop("TERM", Duration::from_secs(10));
+        assert_eq!(code, Some(0));
+    }
+}

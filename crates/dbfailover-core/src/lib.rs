@@ -6,7 +6,8 @@
 //! - [`route`]: `route(primary, failover, preference) -> Decision` and the `Router` that applies decisions,
 //!   counts switch epochs and says which switch events fire.
 //! - [`event`]: `FailoverEvent` and the events a status transition or a switch causes.
-//! - [`shared`]: the rule instances sharing a store decide by (a success elsewhere vetoes DOWN).
+//! - [`record`]: the records instances share through a store (versions, votes, the fleet record) and
+//!   their one text form; [`replica`]: the shared-state protocol, one instance's replica of it.
 //! - [`config`]: the settings, their defaults and their validation; [`url`]: password-masked URLs.
 //! - [`load`]: the one parser: TOML text and `DBFAILOVER_*` variables to a validated `Config`.
 //! - [`error`]: the error types.
@@ -20,8 +21,9 @@ pub mod duration;
 pub mod error;
 pub mod event;
 pub mod load;
+pub mod record;
+pub mod replica;
 pub mod route;
-pub mod shared;
 pub mod status;
 pub mod tracker;
 pub mod url;

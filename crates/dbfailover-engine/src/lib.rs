@@ -33,5 +33,5 @@ pub use messages::{ConnectionReport, GetActiveConnection, SubscriptionId};
 pub use probe::{FnProbe, Probe, ProbeActor, ProbeFuture, ProbeReport};
 pub use router::{ActiveSnapshot, RouterActor, SharedActive};
 pub use state::StateActor;
-pub use store::{MemoryStore, StateStore, StoreFuture, StoredState, Versioned};
+pub use store::{MemoryStore, StateStore, StoreFuture};
 pub use system::{FailoverHandle, FailoverSystem, FailoverSystemBuilder};

@@ -55,15 +55,12 @@ pub struct StatusChanged {
     pub origin: EventOrigin,
 }
 
-/// A store's change feed (or the poll timer) -> `StateActor`: entries may have been changed by another
-/// instance; load them and adopt them.
+/// A store's change feed -> `StateActor`: records other instances wrote, or the feed's end.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub enum StoreChanged {
-    /// The entry of this connection.
-    Connection(String),
-    /// Any entry: changes were missed (the feed lagged or reconnected).
-    All,
+    /// What the store pushed.
+    Notice(dbfailover_core::record::Notice),
     /// The change feed ended: poll from now on.
     FeedEnded,
 }
@@ -73,14 +70,26 @@ pub enum StoreChanged {
 #[rtype(result = "()")]
 pub struct Publish(pub FailoverEvent);
 
-/// `RouterActor` -> `StateActor`: a forced switch marks its target HEALTHY. Answers the status.
+/// `RouterActor` -> `StateActor`: a forced switch, to share with every instance (the fleet record and
+/// the target's record change together). Answers the preference to apply once it is decided (shared,
+/// or local while the store is away); `None` if it could not be.
 #[derive(Debug, Message)]
-#[rtype(result = "ConnectionStatus")]
-pub struct ForceStatus {
-    /// The connection's name.
-    pub connection: Arc<str>,
-    /// The status to set.
-    pub status: ConnectionStatus,
+#[rtype(result = "Option<Preference>")]
+pub struct ShareForce {
+    /// The preference to set.
+    pub preference: Preference,
+    /// The connection it forces to (marked HEALTHY).
+    pub target: Arc<str>,
+}
+
+/// `StateActor` -> `RouterActor`: a forced switch another instance made; apply it as it did.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ApplyForce {
+    /// The preference it set.
+    pub preference: Preference,
+    /// Learned, for a switch made elsewhere.
+    pub origin: EventOrigin,
 }
 
 /// handle -> `StateActor`: every monitored connection's state, primary and failover first.

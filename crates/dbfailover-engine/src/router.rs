@@ -1,16 +1,16 @@
 //! The `RouterActor`: owns the active connection, answers `GetActiveConnection`, publishes events.
 
 use crate::messages::{
-    CheckNow, ForceStatus, ForceSwitch, GetActiveConnection, Publish, SetProbes, StatusChanged,
-    Subscribe, SubscriptionId, Unsubscribe,
+    ApplyForce, CheckNow, ForceSwitch, GetActiveConnection, Publish, SetProbes, ShareForce,
+    StatusChanged, Subscribe, SubscriptionId, Unsubscribe,
 };
 use crate::state::StateActor;
 use actix::prelude::*;
 use dbfailover_core::event::status_events;
 use dbfailover_core::route::Preference;
 use dbfailover_core::{
-    ActiveRole, ConnectionStatus, ConnectionView, EventOrigin, FailoverEvent, Role, RoleNames,
-    Router,
+    ActiveConnection, ActiveRole, ConnectionStatus, ConnectionView, EventOrigin, FailoverEvent,
+    Role, RoleNames, Router,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -221,29 +221,63 @@ impl Handler<Unsubscribe> for RouterActor {
     }
 }
 
+impl RouterActor {
+    /// Applies a forced switch: its target is HEALTHY and preferred until probes find it DOWN.
+    fn apply_force(&mut self, preference: Preference, origin: EventOrigin) {
+        let view = match preference {
+            Preference::Primary => &mut self.primary,
+            Preference::Failover => &mut self.failover,
+        };
+        *view = ConnectionView::checked(ConnectionStatus::Healthy);
+        let before = self.router.active_role();
+        let outcome = self.router.force(preference, chrono::Utc::now());
+        tracing::warn!(target_connection = ?preference, ?origin, "forced switch");
+        let events = outcome
+            .events
+            .into_iter()
+            .map(|e| e.with_origin(origin))
+            .collect();
+        self.after_change(before, events);
+    }
+}
+
 impl Handler<ForceSwitch> for RouterActor {
-    type Result = MessageResult<ForceSwitch>;
+    type Result = ResponseActFuture<Self, ActiveConnection>;
 
     fn handle(&mut self, msg: ForceSwitch, _ctx: &mut Context<Self>) -> Self::Result {
         if !self.enabled {
             tracing::warn!("forced switch ignored: failover is disabled (enabled = false)");
-            return MessageResult(self.router.active());
+            return Box::pin(actix::fut::ready(self.router.active()));
         }
-        let (name, view) = match msg.0 {
-            Preference::Primary => (self.router.names().primary.clone(), &mut self.primary),
-            Preference::Failover => (self.router.names().failover.clone(), &mut self.failover),
+        let target: Arc<str> = match msg.0 {
+            Preference::Primary => self.router.names().primary.as_str().into(),
+            Preference::Failover => self.router.names().failover.as_str().into(),
         };
-        *view = ConnectionView::checked(ConnectionStatus::Healthy);
-        if let Some(state) = &self.state {
-            state.do_send(ForceStatus {
-                connection: name.into(),
-                status: ConnectionStatus::Healthy,
-            });
+        let Some(state) = self.state.clone() else {
+            self.apply_force(msg.0, EventOrigin::Local);
+            return Box::pin(actix::fut::ready(self.router.active()));
+        };
+        let shared = state.send(ShareForce {
+            preference: msg.0,
+            target,
+        });
+        Box::pin(shared.into_actor(self).map(move |answer, act, _ctx| {
+            match answer {
+                Ok(Some(preference)) => act.apply_force(preference, EventOrigin::Local),
+                // The state actor is gone: the switch is this instance's alone.
+                Ok(None) | Err(_) => act.apply_force(msg.0, EventOrigin::Local),
+            }
+            act.router.active()
+        }))
+    }
+}
+
+impl Handler<ApplyForce> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ApplyForce, _ctx: &mut Context<Self>) {
+        if self.enabled {
+            self.apply_force(msg.preference, msg.origin);
         }
-        let before = self.router.active_role();
-        let outcome = self.router.force(msg.0, chrono::Utc::now());
-        tracing::warn!(target_connection = ?msg.0, "forced switch");
-        self.after_change(before, outcome.events);
-        MessageResult(self.router.active())
     }
 }

@@ -5,10 +5,9 @@
 mod common;
 
 use common::{Mode, Scripted, config, drain, sleep_ms};
+use dbfailover_core::record::{CasOutcome, Record, RecordKey, Slot, Write};
 use dbfailover_core::{ActiveRole, ConnectionStatus};
-use dbfailover_engine::{
-    FailoverSystem, StateStore, StoreError, StoreFuture, StoredState, Versioned,
-};
+use dbfailover_engine::{FailoverSystem, StateStore, StoreError, StoreFuture};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -85,22 +84,17 @@ struct Breakable {
 }
 
 impl StateStore for Breakable {
-    fn load<'a>(&'a self, connection: &'a str) -> StoreFuture<'a, Option<Versioned>> {
+    fn load<'a>(&'a self, keys: &'a [RecordKey]) -> StoreFuture<'a, Vec<Slot>> {
         if self.broken.load(Ordering::SeqCst) {
             return Box::pin(async { Err(StoreError::new("connection refused")) });
         }
-        self.inner.load(connection)
+        self.inner.load(keys)
     }
-    fn compare_and_set<'a>(
-        &'a self,
-        connection: &'a str,
-        expected: Option<u64>,
-        state: StoredState,
-    ) -> StoreFuture<'a, Option<u64>> {
+    fn compare_and_set<'a>(&'a self, writes: &'a [Write]) -> StoreFuture<'a, CasOutcome> {
         if self.broken.load(Ordering::SeqCst) || self.read_only.load(Ordering::SeqCst) {
             return Box::pin(async { Err(StoreError::new("connection refused")) });
         }
-        self.inner.compare_and_set(connection, expected, state)
+        self.inner.compare_and_set(writes)
     }
     fn describe(&self) -> String {
         "breakable".into()
@@ -136,9 +130,20 @@ async fn a_broken_store_never_stops_failover_and_its_outage_is_reported_once() {
     store.broken.store(false, Ordering::SeqCst);
     sleep_ms(200).await;
     assert_eq!(drain(&events), ["CacheRestored"]);
-    let stored = store.inner.load("main").await.unwrap().unwrap();
+    let stored = store
+        .inner
+        .load(&[RecordKey::Connection("main".into())])
+        .await
+        .unwrap();
+    let status = match &stored[0] {
+        Slot::Readable {
+            record: Record::Connection(entry),
+            ..
+        } => entry.counts.status,
+        other => panic!("{other:?}"),
+    };
     assert_eq!(
-        stored.state.counts.status,
+        status,
         ConnectionStatus::Down,
         "the store caught up with the local state"
     );
@@ -148,15 +153,10 @@ async fn a_broken_store_never_stops_failover_and_its_outage_is_reported_once() {
 struct Hung;
 
 impl StateStore for Hung {
-    fn load<'a>(&'a self, _connection: &'a str) -> StoreFuture<'a, Option<Versioned>> {
+    fn load<'a>(&'a self, _keys: &'a [RecordKey]) -> StoreFuture<'a, Vec<Slot>> {
         Box::pin(std::future::pending())
     }
-    fn compare_and_set<'a>(
-        &'a self,
-        _connection: &'a str,
-        _expected: Option<u64>,
-        _state: StoredState,
-    ) -> StoreFuture<'a, Option<u64>> {
+    fn compare_and_set<'a>(&'a self, _writes: &'a [Write]) -> StoreFuture<'a, CasOutcome> {
         Box::pin(std::future::pending())
     }
     fn describe(&self) -> String {

@@ -1,19 +1,29 @@
 //! A state file shared by the processes of one host.
 //!
-//! Every update takes an exclusive lock on a lock file beside the state file (`PATH.lock`, never
-//! replaced), reads the state file, and replaces it atomically (a temporary file in the same folder,
-//! then a rename), so a reader never sees half a file and no update is lost. Files are created with
-//! mode 0600. Entries carry their expiry; an expired entry reads as missing.
+//! The file is a JSON object `{"entries": {<key>: {"value": <text>, "expires_at_ms": <Unix ms>}}}`
+//! holding the records and the seed's keys under their key names ([`crate::keys`]); an entry past its
+//! expiry reads as missing. A file that cannot be parsed reads as unreadable for every record, so a
+//! write expecting that replaces the whole file with its own records.
+//!
+//! Every compare-and-set takes an exclusive lock on a lock file beside the state file (`PATH.lock`,
+//! never replaced, never followed if it is a symbolic link), reads the state file, checks every
+//! expectation, and replaces the file atomically with every record written, or leaves it alone (a
+//! temporary file with a random name in the same folder, then a rename), so a reader never sees half a
+//! file and no update is lost. Loads read without the lock. Files are created with mode 0600.
 
-use crate::keys::Keys;
-use dbfailover_engine::{StateStore, StoreError, StoreFuture, StoredState, Versioned};
+use crate::keys::{self, SeedKeys};
+use dbfailover_core::record::{CasOutcome, RecordKey, Slot, Write};
+use dbfailover_engine::{StateStore, StoreError, StoreFuture};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// What a record that cannot be read is taken to hold: a value with no header.
+const UNREADABLE: &[u8] = b"";
 
 /// The file store.
 #[derive(Clone)]
@@ -27,20 +37,39 @@ pub struct FileStore {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Contents {
-    version_seq: u64,
     entries: BTreeMap<String, Entry>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Entry {
     value: String,
-    version: u64,
     expires_at_ms: i64,
 }
 
+/// The state file, as read.
+enum State {
+    /// The entries (none if the file is missing or empty).
+    Contents(Contents),
+    /// A file that is not a state file: every record is unreadable.
+    Garbage,
+}
+
+impl State {
+    fn raw(&self, name: &str, now: i64) -> Option<&[u8]> {
+        match self {
+            Self::Garbage => Some(UNREADABLE),
+            Self::Contents(contents) => contents
+                .entries
+                .get(name)
+                .filter(|e| e.expires_at_ms > now)
+                .map(|e| e.value.as_bytes()),
+        }
+    }
+}
+
 impl FileStore {
-    /// A store in the file at `path` (created on first write), keys under `prefix`, entries living `ttl`,
-    /// waiting at most `timeout` for the lock.
+    /// A store in the file at `path` (created on first write), keys under `prefix`, records living
+    /// `ttl`, waiting at most `timeout` for the lock.
     pub fn new(path: impl Into<PathBuf>, prefix: &str, ttl: Duration, timeout: Duration) -> Self {
         let path = path.into();
         let mut lock_name = path
@@ -69,6 +98,7 @@ impl FileStore {
             .truncate(false)
             .write(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&self.lock_path)
             .map_err(|e| self.error("opening the lock file", e))?;
         let deadline = Instant::now() + self.timeout;
@@ -89,12 +119,13 @@ impl FileStore {
         }
     }
 
-    fn read(&self) -> Result<Contents, StoreError> {
+    fn read(&self) -> Result<State, StoreError> {
         match std::fs::read(&self.path) {
-            Ok(bytes) if bytes.is_empty() => Ok(Contents::default()),
-            // An unreadable file reads as empty (UNKNOWN / 0, as in the seed); the next write replaces it.
-            Ok(bytes) => Ok(serde_json::from_slice(&bytes).unwrap_or_default()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Contents::default()),
+            Ok(bytes) if bytes.is_empty() => Ok(State::Contents(Contents::default())),
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).map_or(State::Garbage, State::Contents)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(State::Contents(Contents::default()))
+            }
             Err(e) => Err(self.error("reading", e)),
         }
     }
@@ -105,99 +136,96 @@ impl FileStore {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let mut temp_name = self
-            .path
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_default();
-        temp_name.push(format!(".tmp{}", std::process::id()));
-        let temp = dir.join(temp_name);
         let bytes = serde_json::to_vec_pretty(contents).map_err(|e| self.error("encoding", e))?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&temp)
+        // A new file with a random name, mode 0600, never an existing one.
+        let mut temp =
+            tempfile::NamedTempFile::new_in(dir).map_err(|e| self.error("writing", e))?;
+        temp.write_all(&bytes)
+            .and_then(|()| temp.as_file().sync_data())
             .map_err(|e| self.error("writing", e))?;
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| self.error("writing", e))?;
-        std::fs::rename(&temp, &self.path).map_err(|e| self.error("replacing", e))
+        temp.persist(&self.path)
+            .map(drop)
+            .map_err(|e| self.error("replacing", e.error))
     }
 
-    fn load_blocking(&self, connection: &str) -> Result<Option<Versioned>, StoreError> {
-        let _lock = self.lock()?;
-        let contents = self.read()?;
-        let now = chrono::Utc::now().timestamp_millis();
-        let key = Keys::new(&self.prefix, connection).state;
-        Ok(contents
-            .entries
-            .get(&key)
-            .filter(|e| e.expires_at_ms > now)
-            .and_then(|e| {
-                StoredState::decode(&e.value).map(|state| Versioned {
-                    state,
-                    version: e.version,
-                })
-            }))
-    }
-
-    fn cas_blocking(
+    fn slots<'k>(
         &self,
-        connection: &str,
-        expected: Option<u64>,
-        state: StoredState,
-    ) -> Result<Option<u64>, StoreError> {
+        state: &State,
+        keys: impl Iterator<Item = &'k RecordKey>,
+        now: i64,
+    ) -> Vec<Slot> {
+        keys.map(|key| Slot::decode(key, state.raw(&keys::record(&self.prefix, key), now)))
+            .collect()
+    }
+
+    fn load_blocking(&self, keys: &[RecordKey]) -> Result<Vec<Slot>, StoreError> {
+        let state = self.read()?;
+        Ok(self.slots(&state, keys.iter(), now_ms()))
+    }
+
+    fn cas_blocking(&self, writes: &[Write]) -> Result<CasOutcome, StoreError> {
         let _lock = self.lock()?;
-        let mut contents = self.read()?;
-        let now = chrono::Utc::now().timestamp_millis();
-        contents.entries.retain(|_, e| e.expires_at_ms > now);
-        let keys = Keys::new(&self.prefix, connection);
-        let current = contents.entries.get(&keys.state).map(|e| e.version);
-        if current != expected {
-            return Ok(None);
+        let state = self.read()?;
+        let now = now_ms();
+        let matched = writes.iter().all(|w| {
+            w.expect
+                .matches(state.raw(&keys::record(&self.prefix, &w.key), now))
+        });
+        if !matched {
+            return Ok(CasOutcome::Conflict(self.slots(
+                &state,
+                writes.iter().map(|w| &w.key),
+                now,
+            )));
         }
-        contents.version_seq += 1;
-        let version = contents.version_seq;
-        let expires_at_ms = now + i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX / 2);
-        let entry = |value: String| Entry {
-            value,
-            version,
-            expires_at_ms,
+        let mut contents = match state {
+            State::Contents(contents) => contents,
+            State::Garbage => Contents::default(),
         };
-        contents.entries.insert(keys.state, entry(state.encode()));
-        contents
-            .entries
-            .insert(keys.status, entry(state.counts.status.as_str().to_owned()));
-        contents.entries.insert(
-            keys.failure_count,
-            entry(state.counts.failure_count.to_string()),
-        );
+        contents.entries.retain(|_, e| e.expires_at_ms > now);
+        let expires_at_ms =
+            now.saturating_add(i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX));
+        let mut put = |name: String, value: String| {
+            contents.entries.insert(
+                name,
+                Entry {
+                    value,
+                    expires_at_ms,
+                },
+            );
+        };
+        for write in writes {
+            put(keys::record(&self.prefix, &write.key), write.value.clone());
+            if let (Some(seed_keys), Some((status, failures))) =
+                (SeedKeys::of(&self.prefix, write), write.seed)
+            {
+                put(seed_keys.status, status.as_str().to_owned());
+                put(seed_keys.failure_count, failures.to_string());
+            }
+        }
         self.write(&contents)?;
-        Ok(Some(version))
+        Ok(CasOutcome::Written)
     }
 }
 
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 impl StateStore for FileStore {
-    fn load<'a>(&'a self, connection: &'a str) -> StoreFuture<'a, Option<Versioned>> {
+    fn load<'a>(&'a self, keys: &'a [RecordKey]) -> StoreFuture<'a, Vec<Slot>> {
         let store = self.clone();
-        let connection = connection.to_owned();
+        let keys = keys.to_vec();
         Box::pin(crate::blocking(self.describe(), move || {
-            store.load_blocking(&connection)
+            store.load_blocking(&keys)
         }))
     }
 
-    fn compare_and_set<'a>(
-        &'a self,
-        connection: &'a str,
-        expected: Option<u64>,
-        state: StoredState,
-    ) -> StoreFuture<'a, Option<u64>> {
+    fn compare_and_set<'a>(&'a self, writes: &'a [Write]) -> StoreFuture<'a, CasOutcome> {
         let store = self.clone();
-        let connection = connection.to_owned();
+        let writes = writes.to_vec();
         Box::pin(crate::blocking(self.describe(), move || {
-            store.cas_blocking(&connection, expected, state)
+            store.cas_blocking(&writes)
         }))
     }
 
@@ -209,62 +237,202 @@ impl StateStore for FileStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dbfailover_core::{ConnectionStatus, Counts};
+    use dbfailover_core::ConnectionStatus;
+    use dbfailover_core::record::{ConnectionEntry, Expect, FleetRecord, Record, Version};
     use std::os::unix::fs::PermissionsExt;
 
-    fn down() -> StoredState {
-        StoredState::now(Counts {
-            status: ConnectionStatus::Down,
-            failure_count: 3,
-            success_count: 0,
-        })
+    fn main() -> RecordKey {
+        RecordKey::Connection("main".into())
+    }
+
+    fn version(counter: u64) -> Version {
+        Version {
+            counter,
+            write_id: counter * 11,
+        }
+    }
+
+    fn conn_write(expect: Expect, counter: u64) -> Write {
+        Write {
+            key: main(),
+            expect,
+            value: Record::Connection(ConnectionEntry::default()).encode(version(counter)),
+            seed: Some((ConnectionStatus::Down, 3)),
+        }
+    }
+
+    fn fleet_write(expect: Expect, counter: u64) -> Write {
+        Write {
+            key: RecordKey::Fleet,
+            expect,
+            value: Record::Fleet(FleetRecord::default()).encode(version(counter)),
+            seed: None,
+        }
+    }
+
+    fn store(dir: &tempfile::TempDir, ttl: Duration) -> FileStore {
+        FileStore::new(
+            dir.path().join("state.json"),
+            "p",
+            ttl,
+            Duration::from_secs(1),
+        )
+    }
+
+    fn temp_dir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    async fn load(store: &FileStore, keys: &[RecordKey]) -> Vec<Slot> {
+        store.load(keys).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    async fn cas(store: &FileStore, writes: &[Write]) -> CasOutcome {
+        store
+            .compare_and_set(writes)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[tokio::test]
-    async fn compare_and_set_round_trip_with_mode_0600_and_the_seeds_keys() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let path = dir.path().join("state.json");
-        let store = FileStore::new(&path, "p", Duration::from_secs(60), Duration::from_secs(1));
-        assert_eq!(store.load("main").await.ok(), Some(None));
-        let written = down();
-        let v1 = store
-            .compare_and_set("main", None, written.clone())
-            .await
-            .ok()
-            .flatten();
-        assert!(v1.is_some());
+    async fn records_round_trip_with_mode_0600_and_the_seeds_keys() {
+        let dir = temp_dir();
+        let store = store(&dir, Duration::from_secs(60));
+        let keys = [main(), RecordKey::Fleet];
         assert_eq!(
-            store.compare_and_set("main", None, down()).await.ok(),
-            Some(None),
-            "stale"
+            load(&store, &keys).await,
+            vec![Slot::Missing, Slot::Missing]
         );
-        let loaded = store.load("main").await.ok().flatten();
+        let first = [
+            conn_write(Expect::Missing, 1),
+            fleet_write(Expect::Missing, 1),
+        ];
+        assert_eq!(cas(&store, &first).await, CasOutcome::Written);
+        let slots = load(&store, &keys).await;
         assert_eq!(
-            loaded.map(|v| (v.state, Some(v.version))),
-            Some((written, v1))
+            slots.iter().map(Slot::version).collect::<Vec<_>>(),
+            vec![Some(version(1)), Some(version(1))]
         );
-        let mode = std::fs::metadata(&path)
-            .map(|m| m.permissions().mode() & 0o777)
-            .unwrap_or(0);
-        assert_eq!(mode, 0o600);
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for file in ["state.json", "state.json.lock"] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or(0);
+            assert_eq!(mode, 0o600, "{file}");
+        }
+        let text = std::fs::read_to_string(dir.path().join("state.json")).unwrap_or_default();
         assert!(
-            text.contains("p_conn_status_main") && text.contains("p_conn_failure_count_main"),
+            text.contains("p_conn_state_main")
+                && text.contains("p_fleet")
+                && text.contains("p_conn_status_main")
+                && text.contains("p_conn_failure_count_main")
+                && text.contains("\"DOWN\""),
             "{text}"
         );
+        // Only the state file and its lock are left: no temporary file.
+        let names = std::fs::read_dir(dir.path())
+            .map(Iterator::count)
+            .unwrap_or(0);
+        assert_eq!(names, 2);
     }
 
     #[tokio::test]
-    async fn expired_entries_read_as_missing() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = FileStore::new(
-            dir.path().join("s"),
-            "p",
-            Duration::from_millis(50),
-            Duration::from_secs(1),
+    async fn a_conflict_writes_nothing_and_answers_what_it_found() {
+        let dir = temp_dir();
+        let store = store(&dir, Duration::from_secs(60));
+        assert_eq!(
+            cas(&store, &[conn_write(Expect::Missing, 1)]).await,
+            CasOutcome::Written
         );
-        store.compare_and_set("main", None, down()).await.ok();
+        // The connection is not as expected: the fleet record is not written either.
+        let stale = [
+            fleet_write(Expect::Missing, 1),
+            conn_write(Expect::Missing, 2),
+        ];
+        let CasOutcome::Conflict(found) = cas(&store, &stale).await else {
+            panic!("a stale write was accepted");
+        };
+        assert_eq!(found[0], Slot::Missing);
+        assert_eq!(found[1].version(), Some(version(1)));
+        assert_eq!(load(&store, &[RecordKey::Fleet]).await, vec![Slot::Missing]);
+        let next = [
+            conn_write(Expect::after(version(1)), 2),
+            fleet_write(Expect::Missing, 1),
+        ];
+        assert_eq!(cas(&store, &next).await, CasOutcome::Written);
+        assert_eq!(load(&store, &[main()]).await[0].version(), Some(version(2)));
+    }
+
+    #[tokio::test]
+    async fn a_garbage_file_is_unreadable_and_replaced_by_the_next_write() {
+        let dir = temp_dir();
+        let store = store(&dir, Duration::from_secs(60));
+        std::fs::write(dir.path().join("state.json"), b"{not json").unwrap_or_default();
+        let keys = [main(), RecordKey::Fleet];
+        assert_eq!(
+            load(&store, &keys).await,
+            vec![Slot::Unreadable { header: None }; 2]
+        );
+        assert!(matches!(
+            cas(&store, &[conn_write(Expect::Missing, 1)]).await,
+            CasOutcome::Conflict(_)
+        ));
+        assert_eq!(
+            cas(&store, &[conn_write(Expect::Unreadable, 1)]).await,
+            CasOutcome::Written
+        );
+        let slots = load(&store, &keys).await;
+        assert_eq!(slots[0].version(), Some(version(1)));
+        assert_eq!(slots[1], Slot::Missing);
+    }
+
+    #[tokio::test]
+    async fn a_foreign_record_is_never_overwritten() {
+        let dir = temp_dir();
+        let store = store(&dir, Duration::from_secs(60));
+        let text = serde_json::json!({"entries": {"p_conn_state_main": {
+            "value": "dbfo3 1 ab x", "expires_at_ms": i64::MAX}}});
+        std::fs::write(dir.path().join("state.json"), text.to_string()).unwrap_or_default();
+        for expect in [
+            Expect::Missing,
+            Expect::Unreadable,
+            Expect::Header("ab".into()),
+        ] {
+            assert_eq!(
+                cas(&store, &[conn_write(expect, 1)]).await,
+                CasOutcome::Conflict(vec![Slot::Foreign { format: 3 }])
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_records_read_as_missing() {
+        let dir = temp_dir();
+        let store = store(&dir, Duration::from_millis(50));
+        assert_eq!(
+            cas(&store, &[conn_write(Expect::Missing, 1)]).await,
+            CasOutcome::Written
+        );
         tokio::time::sleep(Duration::from_millis(80)).await;
-        assert_eq!(store.load("main").await.ok(), Some(None));
+        assert_eq!(load(&store, &[main()]).await, vec![Slot::Missing]);
+        assert_eq!(
+            cas(&store, &[conn_write(Expect::Missing, 1)]).await,
+            CasOutcome::Written
+        );
+    }
+
+    #[tokio::test]
+    async fn a_symbolic_link_as_lock_file_is_refused() {
+        let dir = temp_dir();
+        let store = store(&dir, Duration::from_secs(60));
+        let target = dir.path().join("elsewhere");
+        std::os::unix::fs::symlink(&target, dir.path().join("state.json.lock"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            store
+                .compare_and_set(&[conn_write(Expect::Missing, 1)])
+                .await
+                .is_err()
+        );
+        assert!(!target.exists());
     }
 }

@@ -1,15 +1,22 @@
 #![doc = include_str!("../README.md")]
 //!
 //! ## Layout
-//! - [`keys`]: the key layout (the seed's `{prefix}_conn_status_{name}` and
-//!   `{prefix}_conn_failure_count_{name}`, plus the versioned entry the engine reads).
-//! - `file` (feature `file`): [`FileStore`], a state file for the processes of one host.
-//! - `redis` (feature `redis`): [`RedisStore`], atomic updates by a Lua script, changes by pub/sub.
-//! - `memcached` (feature `memcached`): [`MemcachedStore`], updates by `gets` / `cas`.
+//! - [`keys`]: the key layout: one key per record (`{prefix}_conn_state_{name}`, `{prefix}_fleet`),
+//!   the seed's `{prefix}_conn_status_{name}` and `{prefix}_conn_failure_count_{name}`, the Redis
+//!   channel `{prefix}_changes` and the text of its notices, memcached's `{prefix}_shared` document.
+//! - `file` (feature `file`): [`FileStore`], a state file for the processes of one host: a lock file
+//!   around read, compare and atomic replace.
+//! - `redis` (feature `redis`): [`RedisStore`], one `MGET` per load, one Lua script per
+//!   compare-and-set, notices by pub/sub, over one multiplexed connection.
+//! - `memcached` (feature `memcached`): [`MemcachedStore`], every record in one document changed by
+//!   `gets` / `cas`.
 //! - this file: [`from_settings`], which builds the store the `[state]` settings name.
 //!
-//! Every store implements the engine's `StateStore`: versioned entries updated by compare-and-set, so
-//! instances sharing a store never lose an update (see `docs/state.md`).
+//! Every store implements the engine's `StateStore` as its `MemoryStore` does: records in the text
+//! form of `dbfailover_core::record`, changed by compare-and-set of one or several records at once,
+//! all or none, each checked with `Expect::matches`; a write also mirrors each connection's status and
+//! failure count under the seed's keys. Garbage in a store reads as an unreadable record (replaced by
+//! the next write), never as an error (see `docs/state.md`).
 
 pub mod keys;
 

@@ -1,53 +1,99 @@
-//! Redis, through deadpool-redis: the store for many instances.
+//! Redis (the `redis` client that deadpool-redis brings): the store for many instances.
 //!
-//! Each update is one Lua script: it compares the entry's version with the expected one, writes the
-//! entry, its version and the seed's two keys with the TTL, takes the next version from a store-wide
-//! counter, and announces the change on a pub/sub channel, all atomically. A subscriber task turns the
-//! announcements into the engine's change feed, reconnecting (with a bounded backoff) when Redis goes
-//! away; after a reconnect it asks the engine to reload everything it may have missed.
+//! - **One connection.** Every call shares one multiplexed connection, opened on first use and
+//!   dropped after any error or timeout (the next call opens a new one), so a call costs Redis only
+//!   its own commands. Every call is bounded by the store timeout.
+//! - **Load** is one `MGET` of the record keys. A key holding another type than a string reads as
+//!   missing (as `MGET` answers it), and the script treats it the same way.
+//! - **Compare-and-set** is one Lua script for every record of the request: it reads each record
+//!   (`GET`), applies [`Expect::matches`](dbfailover_core::record::Expect::matches)'s rule to its
+//!   header, and either answers what it found (writing nothing) or writes every record and the seed's
+//!   two keys with the TTL and publishes one notice with the written values on `{prefix}_changes`:
+//!   the script, then per record one `GET`, one `SET` (and two for the seed's keys), then one `PUBLISH`.
+//! - **Changes**: a subscriber task turns the notices into the engine's change feed
+//!   ([`parse_notice`]; anything else asks for a reload), reconnecting with a bounded backoff when
+//!   Redis goes away and asking for a reload after each reconnect; it ends when nobody listens.
 
 use crate::StoreSetupError;
-use crate::keys::{Keys, changes_channel, version_counter};
+use crate::keys::{self, SeedKeys, changes_channel, notice_payload, parse_notice};
+use dbfailover_core::record::{CasOutcome, Notice, RecordKey, Slot, Write};
 use dbfailover_core::url::mask_password;
-use dbfailover_engine::{StateStore, StoreError, StoreFuture, StoredState, Versioned};
-use deadpool_redis::redis::{self, AsyncCommands};
-use deadpool_redis::{Pool, Runtime};
-use std::sync::OnceLock;
+use dbfailover_engine::{StateStore, StoreError, StoreFuture};
+use deadpool_redis::redis::{self, AsyncConnectionConfig, aio::MultiplexedConnection};
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::broadcast;
 
+/// `KEYS`: per write its record key, then (when it carries a seed) the seed's status and failure
+/// count keys. `ARGV`: the TTL in milliseconds, the channel, the notice, then per write its
+/// expectation (`-`, `*` or a write id), its value, the seed's status and failure count (both empty
+/// without a seed). Answers `OK`, or the value under every record key (nil: missing) when one is not
+/// as expected.
 const CAS_SCRIPT: &str = r"
-local current = redis.call('GET', KEYS[2])
-local expected = ARGV[1]
-if current == false then
-  if expected ~= '' then return 0 end
-elseif current ~= expected then
-  return 0
+local function matches(expect, value)
+  if not value then return expect == '-' end
+  local format, _, id = string.match(value, '^dbfo(%d+) (%d+) (%x+) ')
+  if format == '2' then return expect == id end
+  local foreign = format ~= nil and #format <= 3 and string.sub(format, 1, 1) ~= '0'
+    and tonumber(format) > 2
+  return expect == '*' and not foreign
 end
-local version = redis.call('INCR', KEYS[5])
-local ttl = ARGV[2]
-redis.call('SET', KEYS[1], ARGV[3], 'PX', ttl)
-redis.call('SET', KEYS[2], version, 'PX', ttl)
-redis.call('SET', KEYS[3], ARGV[4], 'PX', ttl)
-redis.call('SET', KEYS[4], ARGV[5], 'PX', ttl)
-redis.call('PUBLISH', ARGV[6], ARGV[7])
-return version
+local writes = (#ARGV - 3) / 4
+local found, record_keys, seeded = {}, {}, {}
+local conflict = false
+local k = 1
+for i = 1, writes do
+  local a = 3 + (i - 1) * 4
+  record_keys[i] = k
+  seeded[i] = ARGV[a + 3] ~= ''
+  local ok, value = pcall(redis.call, 'GET', KEYS[k])
+  if not ok then value = false end
+  found[i] = value
+  if not matches(ARGV[a + 1], value) then conflict = true end
+  if seeded[i] then k = k + 3 else k = k + 1 end
+end
+if conflict then return found end
+local ttl = ARGV[1]
+for i = 1, writes do
+  local a = 3 + (i - 1) * 4
+  k = record_keys[i]
+  redis.call('SET', KEYS[k], ARGV[a + 2], 'PX', ttl)
+  if seeded[i] then
+    redis.call('SET', KEYS[k + 1], ARGV[a + 3], 'PX', ttl)
+    redis.call('SET', KEYS[k + 2], ARGV[a + 4], 'PX', ttl)
+  end
+end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return {ok = 'OK'}
 ";
+
+/// The one connection every call shares, and which one it is (so a failed call drops only the
+/// connection it used).
+#[derive(Default)]
+struct Shared {
+    current: Option<(u64, MultiplexedConnection)>,
+    opened: u64,
+}
+
+/// The change feed's sender while a subscriber task runs.
+type Feed = Arc<Mutex<Option<broadcast::Sender<Notice>>>>;
 
 /// The Redis store.
 pub struct RedisStore {
     url: String,
-    pool: Pool,
+    client: redis::Client,
     prefix: String,
     ttl: Duration,
     timeout: Duration,
     script: redis::Script,
-    changes: OnceLock<broadcast::Sender<String>>,
+    connection: Mutex<Shared>,
+    feed: Feed,
 }
 
 impl RedisStore {
     /// A store at `url` (`redis://[user:password@]host:port[/db]`, or `rediss://` with the `redis-tls`
-    /// feature), keys under `prefix`, entries living `ttl`, every operation bounded by `timeout`.
+    /// feature), keys under `prefix`, records living `ttl`, every operation bounded by `timeout`.
     /// Connects lazily.
     pub fn new(
         url: &str,
@@ -65,27 +111,17 @@ impl RedisStore {
                 "TLS (rediss://) needs the `redis-tls` feature of this build".to_owned(),
             ));
         }
-        let mut config = deadpool_redis::Config::from_url(url);
-        config.pool = Some(deadpool_redis::PoolConfig {
-            max_size: 8,
-            timeouts: deadpool_redis::Timeouts {
-                wait: Some(timeout),
-                create: Some(timeout),
-                recycle: Some(timeout),
-            },
-            ..Default::default()
-        });
-        let pool = config
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| invalid(mask_password(&e.to_string())))?;
+        let client =
+            redis::Client::open(url).map_err(|e| invalid(mask_password(&e.to_string())))?;
         Ok(Self {
             url: url.to_owned(),
-            pool,
+            client,
             prefix: prefix.to_owned(),
             ttl,
             timeout,
             script: redis::Script::new(CAS_SCRIPT),
-            changes: OnceLock::new(),
+            connection: Mutex::new(Shared::default()),
+            feed: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -97,97 +133,207 @@ impl RedisStore {
         ))
     }
 
-    async fn bounded<T>(
-        &self,
-        what: &str,
-        work: impl std::future::Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
-        tokio::time::timeout(self.timeout, work)
+    /// The shared connection, opened if there is none.
+    async fn connection(&self) -> Result<(u64, MultiplexedConnection), StoreError> {
+        if let Some((id, connection)) = &self.shared().current {
+            return Ok((*id, connection.clone()));
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        let connection = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(|_| self.error(what, format!("no answer within {:?}", self.timeout)))?
+            .map_err(|e| self.error("connect", e))?;
+        let mut shared = self.shared();
+        // Another call may have connected meanwhile: keep one connection.
+        if let Some((id, current)) = &shared.current {
+            return Ok((*id, current.clone()));
+        }
+        shared.opened += 1;
+        let id = shared.opened;
+        shared.current = Some((id, connection.clone()));
+        Ok((id, connection))
     }
 
-    async fn connection(&self) -> Result<deadpool_redis::Connection, StoreError> {
-        self.pool.get().await.map_err(|e| self.error("connect", e))
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        // The guarded data is a plain cache: a panic elsewhere cannot leave it inconsistent.
+        self.connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `work` on the shared connection within the timeout; after an error or a timeout the
+    /// connection it used is dropped.
+    async fn call<T, F, Fut>(&self, what: &str, work: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let mut used = None;
+        let outcome = tokio::time::timeout(self.timeout, async {
+            let (id, connection) = self.connection().await?;
+            used = Some(id);
+            work(connection).await.map_err(|e| self.error(what, e))
+        })
+        .await;
+        let result = outcome.unwrap_or_else(|_| {
+            Err(self.error(what, format!("no answer within {:?}", self.timeout)))
+        });
+        if result.is_err()
+            && let Some(id) = used
+        {
+            let mut shared = self.shared();
+            if shared
+                .current
+                .as_ref()
+                .is_some_and(|(current, _)| *current == id)
+            {
+                shared.current = None;
+            }
+        }
+        result
+    }
+
+    /// The script's invocation for `writes`.
+    fn invocation(&self, writes: &[Write]) -> redis::ScriptInvocation<'_> {
+        let (keys, args) = script_input(&self.prefix, self.ttl, writes);
+        let mut invocation = self.script.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        for arg in args {
+            invocation.arg(arg);
+        }
+        invocation
+    }
+}
+
+/// The script's `KEYS` and `ARGV` for `writes` (see [`CAS_SCRIPT`]).
+fn script_input(prefix: &str, ttl: Duration, writes: &[Write]) -> (Vec<String>, Vec<Vec<u8>>) {
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+    let mut keys = Vec::with_capacity(writes.len() * 3);
+    let mut args = Vec::with_capacity(3 + writes.len() * 4);
+    args.push(ttl_ms.to_string().into_bytes());
+    args.push(changes_channel(prefix).into_bytes());
+    args.push(notice_payload(writes).into_bytes());
+    for write in writes {
+        keys.push(keys::record(prefix, &write.key));
+        args.push(write.expect.as_script_arg().as_bytes().to_vec());
+        args.push(write.value.as_bytes().to_vec());
+        match (SeedKeys::of(prefix, write), write.seed) {
+            (Some(seed_keys), Some((status, failures))) => {
+                keys.push(seed_keys.status);
+                keys.push(seed_keys.failure_count);
+                args.push(status.as_str().as_bytes().to_vec());
+                args.push(failures.to_string().into_bytes());
+            }
+            _ => {
+                args.push(Vec::new());
+                args.push(Vec::new());
+            }
+        }
+    }
+    (keys, args)
+}
+
+/// What the script answered: written, or the value under every record key.
+fn script_outcome(writes: &[Write], reply: redis::Value) -> Result<CasOutcome, String> {
+    match reply {
+        redis::Value::Array(found) if found.len() == writes.len() => {
+            let slots = writes
+                .iter()
+                .zip(found)
+                .map(|(write, value)| match value {
+                    redis::Value::Nil | redis::Value::Boolean(false) => {
+                        Ok(Slot::decode(&write.key, None))
+                    }
+                    redis::Value::BulkString(raw) => Ok(Slot::decode(&write.key, Some(&raw))),
+                    other => Err(format!(
+                        "unexpected value in the script's answer: {other:?}"
+                    )),
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(CasOutcome::Conflict(slots))
+        }
+        redis::Value::Okay => Ok(CasOutcome::Written),
+        redis::Value::SimpleString(ok) if ok == "OK" => Ok(CasOutcome::Written),
+        other => Err(format!("unexpected answer from the script: {other:?}")),
     }
 }
 
 impl StateStore for RedisStore {
-    fn load<'a>(&'a self, connection: &'a str) -> StoreFuture<'a, Option<Versioned>> {
-        Box::pin(self.bounded("load", async move {
-            let keys = Keys::new(&self.prefix, connection);
-            let mut conn = self.connection().await?;
-            // One MGET: entry and version are read together, atomically.
-            let (state, version): (Option<String>, Option<u64>) = redis::cmd("MGET")
-                .arg(&keys.state)
-                .arg(&keys.version)
-                .query_async(&mut *conn)
-                .await
-                .map_err(|e| self.error("load", e))?;
-            Ok(version.map(|version| Versioned {
-                // An unreadable (or evicted) entry reads as UNKNOWN / 0, written long ago: the next
-                // update replaces it, with its version, instead of conflicting until it expires.
-                state: state
-                    .as_deref()
-                    .and_then(StoredState::decode)
-                    .unwrap_or_else(StoredState::unreadable),
-                version,
-            }))
-        }))
-    }
-
-    fn compare_and_set<'a>(
-        &'a self,
-        connection: &'a str,
-        expected: Option<u64>,
-        state: StoredState,
-    ) -> StoreFuture<'a, Option<u64>> {
-        Box::pin(self.bounded("update", async move {
-            let keys = Keys::new(&self.prefix, connection);
-            let mut conn = self.connection().await?;
-            let version: u64 = self
-                .script
-                .key(&keys.state)
-                .key(&keys.version)
-                .key(&keys.status)
-                .key(&keys.failure_count)
-                .key(version_counter(&self.prefix))
-                .arg(expected.map(|v| v.to_string()).unwrap_or_default())
-                .arg(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX))
-                .arg(state.encode())
-                .arg(state.counts.status.as_str())
-                .arg(state.counts.failure_count)
-                .arg(changes_channel(&self.prefix))
-                .arg(connection)
-                .invoke_async(&mut *conn)
-                .await
-                .map_err(|e| self.error("update", e))?;
-            Ok((version != 0).then_some(version))
-        }))
-    }
-
-    fn changes(&self) -> Option<broadcast::Receiver<String>> {
-        let sender = self.changes.get_or_init(|| {
-            let (sender, _) = broadcast::channel(1024);
-            match redis::Client::open(self.url.as_str()) {
-                Ok(client) => {
-                    tokio::spawn(subscribe_forever(
-                        client,
-                        changes_channel(&self.prefix),
-                        self.timeout,
-                        sender.clone(),
-                        mask_password(&self.url),
-                    ));
-                }
-                Err(error) => tracing::warn!(
-                    url = %mask_password(&self.url),
-                    error = %mask_password(&error.to_string()),
-                    "redis change feed unavailable; instances will learn changes on their own checks"
-                ),
+    fn load<'a>(&'a self, keys: &'a [RecordKey]) -> StoreFuture<'a, Vec<Slot>> {
+        Box::pin(async move {
+            if keys.is_empty() {
+                return Ok(Vec::new());
             }
-            sender
-        });
-        Some(sender.subscribe())
+            let names: Vec<String> = keys.iter().map(|k| keys::record(&self.prefix, k)).collect();
+            let values: Vec<Option<Vec<u8>>> = self
+                .call("load", |mut connection| async move {
+                    redis::cmd("MGET")
+                        .arg(&names)
+                        .query_async(&mut connection)
+                        .await
+                })
+                .await?;
+            if values.len() != keys.len() {
+                return Err(self.error(
+                    "load",
+                    format!(
+                        "MGET answered {} values for {} keys",
+                        values.len(),
+                        keys.len()
+                    ),
+                ));
+            }
+            Ok(keys
+                .iter()
+                .zip(values)
+                .map(|(key, raw)| Slot::decode(key, raw.as_deref()))
+                .collect())
+        })
+    }
+
+    fn compare_and_set<'a>(&'a self, writes: &'a [Write]) -> StoreFuture<'a, CasOutcome> {
+        Box::pin(async move {
+            if writes.is_empty() {
+                return Ok(CasOutcome::Written);
+            }
+            let invocation = self.invocation(writes);
+            let reply: redis::Value = self
+                .call("compare-and-set", |mut connection| async move {
+                    invocation.invoke_async(&mut connection).await
+                })
+                .await?;
+            script_outcome(writes, reply).map_err(|e| self.error("compare-and-set", e))
+        })
+    }
+
+    fn changes(&self) -> Option<broadcast::Receiver<Notice>> {
+        let mut feed = self.feed.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(sender) = feed.as_ref() {
+            return Some(sender.subscribe());
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                url = %mask_password(&self.url),
+                "redis change feed unavailable outside a tokio runtime; instances will poll"
+            );
+            return None;
+        };
+        let (sender, receiver) = broadcast::channel(1024);
+        runtime.spawn(subscribe_forever(
+            self.client.clone(),
+            changes_channel(&self.prefix),
+            self.timeout,
+            sender.clone(),
+            Arc::clone(&self.feed),
+            mask_password(&self.url),
+        ));
+        *feed = Some(sender);
+        Some(receiver)
     }
 
     fn describe(&self) -> String {
@@ -195,17 +341,32 @@ impl StateStore for RedisStore {
     }
 }
 
-/// Forwards the change announcements to `sender` until nobody listens, reconnecting as needed.
+/// Whether the feed has no listener left; if so the task's sender is withdrawn (under the lock that
+/// `changes` subscribes under, so no new listener is left without a task).
+fn nobody_listens(feed: &Feed) -> bool {
+    let mut current = feed.lock().unwrap_or_else(PoisonError::into_inner);
+    let idle = current
+        .as_ref()
+        .is_none_or(|sender| sender.receiver_count() == 0);
+    if idle {
+        *current = None;
+    }
+    idle
+}
+
+/// Forwards the notices to `sender` until nobody listens, reconnecting as needed.
 async fn subscribe_forever(
     client: redis::Client,
     channel: String,
     timeout: Duration,
-    sender: broadcast::Sender<String>,
+    sender: broadcast::Sender<Notice>,
+    feed: Feed,
     shown_url: String,
 ) {
     use futures_util::StreamExt;
-    let mut backoff = Duration::from_millis(50);
-    let mut connected_before = false;
+    const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+    let mut backoff = FIRST_BACKOFF;
+    let mut first_attempt = true;
     loop {
         let attempt = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -213,29 +374,31 @@ async fn subscribe_forever(
             Ok::<_, redis::RedisError>(pubsub)
         };
         match tokio::time::timeout(timeout, attempt).await {
-            Ok(Ok(mut pubsub)) => {
-                backoff = Duration::from_millis(50);
-                if connected_before {
-                    // Announcements made while disconnected were missed: reload everything.
-                    let _ = sender.send(String::new());
+            Ok(Ok(pubsub)) => {
+                backoff = FIRST_BACKOFF;
+                // Notices published while there was no subscription were missed: reload.
+                if !first_attempt && sender.send(Notice::Resync).is_err() && nobody_listens(&feed) {
+                    return;
                 }
-                connected_before = true;
-                let mut messages = pubsub.on_message();
+                let mut messages = pubsub.into_on_message();
                 while let Some(message) = messages.next().await {
-                    if let Ok(name) = message.get_payload::<String>()
-                        && sender.send(name).is_err()
-                    {
-                        return; // nobody listens any more
+                    let notice =
+                        parse_notice(message.get_payload_bytes()).unwrap_or(Notice::Resync);
+                    if sender.send(notice).is_err() && nobody_listens(&feed) {
+                        return;
                     }
                 }
                 tracing::warn!(url = %shown_url, "redis change feed lost; reconnecting");
             }
-            Ok(Err(error)) => {
-                tracing::debug!(url = %shown_url, error = %mask_password(&error.to_string()), "redis change feed: connect failed");
-            }
+            Ok(Err(error)) => tracing::debug!(
+                url = %shown_url,
+                error = %mask_password(&error.to_string()),
+                "redis change feed: connect failed"
+            ),
             Err(_) => tracing::debug!(url = %shown_url, "redis change feed: connect timed out"),
         }
-        if sender.receiver_count() == 0 {
+        first_attempt = false;
+        if sender.receiver_count() == 0 && nobody_listens(&feed) {
             return;
         }
         tokio::time::sleep(backoff).await;
@@ -243,5 +406,84 @@ async fn subscribe_forever(
     }
 }
 
-#[allow(unused_imports)]
-use AsyncCommands as _;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dbfailover_core::ConnectionStatus;
+    use dbfailover_core::record::Expect;
+
+    fn write(name: &str, seed: bool) -> Write {
+        Write {
+            key: RecordKey::Connection(name.into()),
+            expect: Expect::Missing,
+            value: "v".to_owned(),
+            seed: seed.then_some((ConnectionStatus::Down, 3)),
+        }
+    }
+
+    #[test]
+    fn tls_urls_need_the_feature_and_errors_mask_the_password() {
+        let timeout = Duration::from_secs(1);
+        let tls = RedisStore::new("rediss://:secret@h:6380", "p", timeout, timeout);
+        if cfg!(feature = "redis-tls") {
+            assert!(tls.is_ok());
+        } else {
+            let message = tls.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                message.contains("redis-tls") && !message.contains("secret"),
+                "{message}"
+            );
+        }
+        let store = RedisStore::new("redis://u:secret@h:6379/0", "p", timeout, timeout);
+        let store = store.unwrap_or_else(|e| panic!("{e}"));
+        assert!(!store.describe().contains("secret"));
+        let error = store.error("load", "redis://u:secret@h:6379/0 refused");
+        assert!(!error.to_string().contains("secret"), "{error}");
+    }
+
+    #[test]
+    fn the_script_gets_its_keys_and_arguments_in_order() {
+        let writes = [write("a", true), write("b", false)];
+        let (keys, args) = script_input("p", Duration::from_secs(60), &writes);
+        assert_eq!(
+            keys,
+            [
+                "p_conn_state_a",
+                "p_conn_status_a",
+                "p_conn_failure_count_a",
+                "p_conn_state_b"
+            ]
+        );
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        assert_eq!(args.len(), 3 + 2 * 4);
+        assert_eq!(args[..2], ["60000", "p_changes"]);
+        assert_eq!(args[3..], ["-", "v", "DOWN", "3", "-", "v", "", ""]);
+    }
+
+    #[test]
+    fn conflict_answers_tell_missing_from_empty() {
+        let writes = [write("a", true), write("b", false), write("c", false)];
+        let reply = redis::Value::Array(vec![
+            redis::Value::Nil,
+            redis::Value::BulkString(Vec::new()),
+            redis::Value::BulkString(b"dbfo3 1 ab x".to_vec()),
+        ]);
+        assert_eq!(
+            script_outcome(&writes, reply),
+            Ok(CasOutcome::Conflict(vec![
+                Slot::Missing,
+                Slot::Unreadable { header: None },
+                Slot::Foreign { format: 3 },
+            ]))
+        );
+        assert_eq!(
+            script_outcome(&writes, redis::Value::Okay),
+            Ok(CasOutcome::Written)
+        );
+        assert!(script_outcome(&writes, redis::Value::Int(0)).is_err());
+        assert!(script_outcome(&writes, redis::Value::Array(Vec::new())).is_err());
+    }
+}

@@ -1,0 +1,749 @@
+//! The shared-state protocol, driven with exact inputs and exact time: several replicas, a store that
+//! applies compare-and-set by `Expect::matches` (what every real store does), pushes delivered in order.
+//! Every rule of `docs/state.md` is checked here without actix, Redis or a clock.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chrono::{DateTime, Duration as WallDuration, TimeZone, Utc};
+use dbfailover_core::record::{
+    CasOutcome, ConnectionEntry, Notice, Record, RecordKey, Slot, Version, Vote,
+};
+use dbfailover_core::replica::{Command, Now, Output, Replica, ReplicaConfig};
+use dbfailover_core::route::Preference;
+use dbfailover_core::{CheckResult, ConnectionStatus, EventOrigin, Role, Thresholds};
+use proptest::prelude::*;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const T: Thresholds = Thresholds {
+    failure_threshold: 3,
+    recovery_threshold: 2,
+};
+const INTERVAL: Duration = Duration::from_millis(100);
+
+fn main_key() -> RecordKey {
+    RecordKey::Connection("main".into())
+}
+
+/// A store holding bytes, as Redis does; `up == false` answers every call with an error.
+#[derive(Default)]
+struct Store {
+    records: HashMap<RecordKey, Vec<u8>>,
+    up: bool,
+    commands: usize,
+}
+
+impl Store {
+    fn load(&mut self, keys: &[RecordKey]) -> Vec<Slot> {
+        keys.iter()
+            .map(|k| Slot::decode(k, self.records.get(k).map(Vec::as_slice)))
+            .collect()
+    }
+}
+
+/// What a replica said, in order.
+#[derive(Default)]
+struct Seen {
+    /// (connection, from, to, origin) of each transition.
+    transitions: Vec<(String, ConnectionStatus, ConnectionStatus, EventOrigin)>,
+    forced: Vec<(Preference, EventOrigin)>,
+    unavailable: usize,
+    restored: usize,
+    foreign: usize,
+}
+
+struct Node {
+    replica: Replica,
+    seen: Seen,
+    /// Cut off from the store (its calls fail) while others still reach it.
+    partitioned: bool,
+    /// This node's wall clock runs this far ahead (or behind) of the others.
+    skew: WallDuration,
+}
+
+struct Sim {
+    store: Store,
+    nodes: Vec<Node>,
+    start: Instant,
+    elapsed: Duration,
+    pushes: VecDeque<(usize, Notice)>,
+}
+
+impl Sim {
+    fn new(count: usize, skews: &[i64]) -> Self {
+        let nodes = (0..count)
+            .map(|i| Node {
+                replica: Replica::new(
+                    ReplicaConfig::for_interval(0x1000 + i as u64, T, INTERVAL),
+                    vec![
+                        ("main".into(), Role::Primary),
+                        ("standby".into(), Role::Failover),
+                    ],
+                ),
+                seen: Seen::default(),
+                partitioned: false,
+                skew: WallDuration::hours(skews.get(i).copied().unwrap_or(0)),
+            })
+            .collect();
+        let mut sim = Self {
+            store: Store {
+                up: true,
+                ..Store::default()
+            },
+            nodes,
+            start: Instant::now(),
+            elapsed: Duration::ZERO,
+            pushes: VecDeque::new(),
+        };
+        for i in 0..count {
+            sim.drive(i);
+        }
+        sim.settle();
+        sim
+    }
+
+    fn now(&self, node: usize) -> Now {
+        let base: DateTime<Utc> = Utc.timestamp_opt(1_700_000_000, 0).single().unwrap();
+        Now {
+            mono: self.start + self.elapsed,
+            wall: base + WallDuration::from_std(self.elapsed).unwrap() + self.nodes[node].skew,
+        }
+    }
+
+    /// Runs node `i`'s commands against the store until it has none; queues the pushes.
+    fn drive(&mut self, i: usize) {
+        loop {
+            let now = self.now(i);
+            let Some(command) = self.nodes[i].replica.poll_command(now) else {
+                break;
+            };
+            let reachable = self.store.up && !self.nodes[i].partitioned;
+            match command {
+                Command::Load(keys) => {
+                    if reachable {
+                        self.store.commands += 1;
+                        let slots = self.store.load(&keys);
+                        self.nodes[i].replica.handle_loaded(slots, now);
+                    } else {
+                        self.nodes[i]
+                            .replica
+                            .handle_store_error("refused".into(), now);
+                    }
+                }
+                Command::CompareAndSet(writes) => {
+                    if !reachable {
+                        self.nodes[i]
+                            .replica
+                            .handle_store_error("refused".into(), now);
+                        continue;
+                    }
+                    self.store.commands += 1;
+                    let ok = writes.iter().all(|w| {
+                        w.expect
+                            .matches(self.store.records.get(&w.key).map(Vec::as_slice))
+                    });
+                    if ok {
+                        for w in &writes {
+                            self.store
+                                .records
+                                .insert(w.key.clone(), w.value.as_bytes().to_vec());
+                        }
+                        let written: Vec<_> = writes
+                            .iter()
+                            .map(|w| {
+                                (
+                                    w.key.clone(),
+                                    Slot::decode(&w.key, Some(w.value.as_bytes())),
+                                )
+                            })
+                            .collect();
+                        for n in 0..self.nodes.len() {
+                            self.pushes.push_back((n, Notice::Written(written.clone())));
+                        }
+                        self.nodes[i]
+                            .replica
+                            .handle_cas_result(CasOutcome::Written, now);
+                    } else {
+                        let keys: Vec<_> = writes.iter().map(|w| w.key.clone()).collect();
+                        let slots = self.store.load(&keys);
+                        self.nodes[i]
+                            .replica
+                            .handle_cas_result(CasOutcome::Conflict(slots), now);
+                    }
+                }
+            }
+        }
+        self.collect(i);
+    }
+
+    fn collect(&mut self, i: usize) {
+        while let Some(output) = self.nodes[i].replica.poll_output() {
+            let seen = &mut self.nodes[i].seen;
+            match output {
+                Output::Status {
+                    connection,
+                    transition: Some(t),
+                    origin,
+                    ..
+                } => seen
+                    .transitions
+                    .push((connection.to_string(), t.from, t.to, origin)),
+                Output::Forced { preference, origin } => seen.forced.push((preference, origin)),
+                Output::StoreUnavailable { .. } => seen.unavailable += 1,
+                Output::StoreRestored => seen.restored += 1,
+                Output::ForeignRecord { .. } => seen.foreign += 1,
+                _ => {}
+            }
+        }
+    }
+
+    /// Delivers queued pushes (to nodes that reach the store) until none is left.
+    fn settle(&mut self) {
+        while let Some((n, notice)) = self.pushes.pop_front() {
+            if self.nodes[n].partitioned || !self.store.up {
+                continue;
+            }
+            let now = self.now(n);
+            self.nodes[n].replica.handle_notice(notice, now);
+            self.drive(n);
+        }
+    }
+
+    fn check(&mut self, i: usize, connection: &str, ok: bool) {
+        let now = self.now(i);
+        let result = if ok {
+            CheckResult::success(Duration::from_millis(1))
+        } else {
+            CheckResult::failure("connection refused")
+        };
+        self.nodes[i].replica.handle_check(connection, result, now);
+        self.drive(i);
+        self.settle();
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.elapsed += by;
+        for i in 0..self.nodes.len() {
+            let now = self.now(i);
+            if self.nodes[i]
+                .replica
+                .poll_timeout()
+                .is_some_and(|at| at <= now.mono)
+            {
+                self.nodes[i].replica.handle_timeout(now);
+            }
+            self.drive(i);
+        }
+        self.settle();
+    }
+
+    /// Every node checks `connection` once (`ok[i]`), then time moves one interval.
+    fn round(&mut self, connection: &str, ok: &[bool]) {
+        for (i, ok) in ok.iter().enumerate() {
+            self.check(i, connection, *ok);
+        }
+        self.advance(INTERVAL);
+    }
+
+    fn status(&self, i: usize, connection: &str) -> ConnectionStatus {
+        self.nodes[i].replica.status(connection).unwrap()
+    }
+
+    fn stored(&self, key: &RecordKey) -> Slot {
+        Slot::decode(key, self.store.records.get(key).map(Vec::as_slice))
+    }
+
+    fn stored_status(&self) -> Option<ConnectionStatus> {
+        match self.stored(&main_key()) {
+            Slot::Readable {
+                record: Record::Connection(entry),
+                ..
+            } => Some(entry.counts.status),
+            _ => None,
+        }
+    }
+
+    fn transitions_to(&self, i: usize, to: ConnectionStatus) -> Vec<EventOrigin> {
+        self.nodes[i]
+            .seen
+            .transitions
+            .iter()
+            .filter(|(c, _, t, _)| c == "main" && *t == to)
+            .map(|(.., o)| *o)
+            .collect()
+    }
+}
+
+fn all(n: usize, ok: bool) -> Vec<bool> {
+    vec![ok; n]
+}
+
+#[test]
+fn one_instance_follows_the_plain_thresholds() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    assert_eq!(sim.status(0, "main"), ConnectionStatus::Healthy);
+    sim.check(0, "main", false);
+    sim.check(0, "main", false);
+    assert_eq!(sim.status(0, "main"), ConnectionStatus::Healthy);
+    sim.check(0, "main", false);
+    assert_eq!(sim.status(0, "main"), ConnectionStatus::Down);
+    assert_eq!(
+        sim.transitions_to(0, ConnectionStatus::Down),
+        [EventOrigin::Local]
+    );
+}
+
+#[test]
+fn every_instance_switches_on_one_write_and_exactly_one_made_it() {
+    let mut sim = Sim::new(3, &[]);
+    sim.round("main", &all(3, true));
+    for _ in 0..3 {
+        sim.round("main", &all(3, false));
+    }
+    for i in 0..3 {
+        assert_eq!(sim.status(i, "main"), ConnectionStatus::Down, "node {i}");
+    }
+    let origins: Vec<_> = (0..3)
+        .flat_map(|i| sim.transitions_to(i, ConnectionStatus::Down))
+        .collect();
+    assert_eq!(
+        origins.iter().filter(|o| **o == EventOrigin::Local).count(),
+        1,
+        "{origins:?}"
+    );
+    assert_eq!(origins.len(), 3, "{origins:?}");
+}
+
+#[test]
+fn an_instance_that_still_reaches_it_vetoes_down_however_fast_the_others_fail() {
+    let mut sim = Sim::new(2, &[]);
+    sim.round("main", &all(2, true));
+    for _ in 0..20 {
+        // Node 0 cannot reach it and confirms fast; node 1 reaches it once per interval.
+        for _ in 0..5 {
+            sim.check(0, "main", false);
+        }
+        sim.check(1, "main", true);
+        sim.advance(INTERVAL);
+        assert_eq!(sim.status(0, "main"), ConnectionStatus::Healthy);
+        assert_eq!(sim.status(1, "main"), ConnectionStatus::Healthy);
+    }
+}
+
+#[test]
+fn a_dead_instance_s_vote_goes_stale_on_the_readers_clock_whatever_its_own_said() {
+    // Node 1's wall clock runs an hour ahead: nothing changes, since no wall time decides anything.
+    let mut sim = Sim::new(2, &[0, 1]);
+    sim.round("main", &all(2, true));
+    sim.round("main", &all(2, true));
+    // Node 1 dies (checks no more); node 0 sees the primary die.
+    let mut rounds = 0;
+    while sim.status(0, "main") != ConnectionStatus::Down {
+        sim.check(0, "main", false);
+        sim.advance(INTERVAL);
+        rounds += 1;
+        assert!(
+            rounds < 10,
+            "the dead instance's vote vetoed for {rounds} intervals"
+        );
+    }
+    // Stale after the window (four intervals), not sooner: the veto held while it might be alive.
+    assert!(rounds >= 3, "{rounds}");
+}
+
+#[test]
+fn skewed_clocks_decide_exactly_as_equal_ones() {
+    fn run(skews: &[i64]) -> Vec<Vec<(String, ConnectionStatus, ConnectionStatus, EventOrigin)>> {
+        let mut sim = Sim::new(3, skews);
+        let script = [
+            [true, true, true],
+            [false, true, true],
+            [false, false, true],
+            [false, false, false],
+            [false, false, false],
+            [false, false, false],
+            [true, false, true],
+            [true, true, true],
+            [true, true, true],
+        ];
+        for step in script {
+            sim.round("main", &step);
+        }
+        // One instance stops; the others fail it over without it.
+        for _ in 0..8 {
+            sim.round("main", &[false, false]);
+        }
+        sim.nodes
+            .iter()
+            .map(|n| n.seen.transitions.clone())
+            .collect()
+    }
+    let equal = run(&[0, 0, 0]);
+    assert_eq!(run(&[0, 1, -1]), equal);
+    assert_eq!(run(&[-5, 0, 3]), equal);
+}
+
+#[test]
+fn an_evicted_or_garbage_record_is_rewritten_and_never_routes_back_to_a_down_database() {
+    let mut sim = Sim::new(2, &[]);
+    sim.round("main", &all(2, true));
+    for _ in 0..3 {
+        sim.round("main", &all(2, false));
+    }
+    assert_eq!(sim.stored_status(), Some(ConnectionStatus::Down));
+    let garbage: [Option<&[u8]>; 6] = [
+        None,
+        Some(b"HEALTHY 0 0 1"),
+        Some(b"dbfo2 999 0000000000000001 c HEALTHY 0 0 - -junk"),
+        Some(b"\xff\xfe\xfd"),
+        Some(b"dbfo2 1 zz c HEALTHY 0 0 - -"),
+        Some(b"dbfo2 18446744073709551615 00000000000000ff c HEALTHY 0 0 - -"),
+    ];
+    for raw in garbage {
+        match raw {
+            Some(raw) => {
+                sim.store.records.insert(main_key(), raw.to_vec());
+            }
+            None => {
+                sim.store.records.remove(&main_key());
+            }
+        }
+        // The next poll or push finds it; the next checks (still failing) rewrite it.
+        for i in 0..2 {
+            sim.nodes[i].replica.request_load_all();
+            sim.drive(i);
+        }
+        sim.round("main", &all(2, false));
+        for i in 0..2 {
+            assert_eq!(sim.status(i, "main"), ConnectionStatus::Down, "{raw:?}");
+        }
+        assert_eq!(
+            sim.stored_status(),
+            Some(ConnectionStatus::Down),
+            "healed: {raw:?}"
+        );
+    }
+    for i in 0..2 {
+        assert_eq!(
+            sim.transitions_to(i, ConnectionStatus::Healthy).len(),
+            1,
+            "only the first check made it HEALTHY"
+        );
+        assert_eq!(sim.nodes[i].seen.unavailable, 0);
+    }
+}
+
+#[test]
+fn a_store_that_lost_a_write_gets_it_back() {
+    let mut sim = Sim::new(2, &[]);
+    sim.round("main", &all(2, true));
+    let before_down = sim.store.records.get(&main_key()).cloned().unwrap();
+    for _ in 0..3 {
+        sim.round("main", &all(2, false));
+    }
+    assert_eq!(sim.stored_status(), Some(ConnectionStatus::Down));
+    // The store fails over to a replica that missed the last writes.
+    sim.store.records.insert(main_key(), before_down);
+    for i in 0..2 {
+        sim.nodes[i].replica.request_load_all();
+        sim.drive(i);
+    }
+    sim.settle();
+    assert_eq!(
+        sim.stored_status(),
+        Some(ConnectionStatus::Down),
+        "rewritten"
+    );
+    for i in 0..2 {
+        assert_eq!(sim.status(i, "main"), ConnectionStatus::Down);
+    }
+}
+
+#[test]
+fn another_release_s_record_is_left_alone_and_the_instance_decides_alone() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    let foreign = b"dbfo3 7 00000000000000aa whatever the next release writes".to_vec();
+    sim.store.records.insert(main_key(), foreign.clone());
+    sim.nodes[0].replica.request_load_all();
+    sim.drive(0);
+    for _ in 0..3 {
+        sim.round("main", &[false]);
+    }
+    assert_eq!(
+        sim.status(0, "main"),
+        ConnectionStatus::Down,
+        "decided alone"
+    );
+    assert_eq!(
+        sim.store.records.get(&main_key()),
+        Some(&foreign),
+        "never overwritten"
+    );
+    assert_eq!(sim.nodes[0].seen.foreign, 1, "said once");
+    assert_eq!(sim.nodes[0].seen.unavailable, 0);
+}
+
+#[test]
+fn an_unchanged_healthy_state_writes_only_to_refresh_votes() {
+    let mut sim = Sim::new(10, &[]);
+    sim.round("main", &all(10, true));
+    sim.round("main", &all(10, true));
+    let before = sim.store.commands;
+    for _ in 0..20 {
+        sim.round("main", &all(10, true));
+    }
+    let per_check = (sim.store.commands - before) as f64 / 200.0;
+    assert!(per_check <= 0.6, "{per_check} store calls per check");
+}
+
+#[test]
+fn contention_is_not_an_outage() {
+    let mut sim = Sim::new(30, &[]);
+    // Everyone checks, and only then do the pushes arrive: every write but the first conflicts.
+    for round in 0..5 {
+        for i in 0..30 {
+            let now = sim.now(i);
+            sim.nodes[i]
+                .replica
+                .handle_check("main", CheckResult::failure("x"), now);
+            sim.drive(i);
+        }
+        sim.settle();
+        sim.advance(INTERVAL);
+        let _ = round;
+    }
+    for i in 0..30 {
+        assert_eq!(sim.nodes[i].seen.unavailable, 0);
+        assert_eq!(sim.status(i, "main"), ConnectionStatus::Down);
+    }
+}
+
+#[test]
+fn an_outage_is_reported_once_and_each_instance_goes_on_alone() {
+    let mut sim = Sim::new(2, &[]);
+    sim.round("main", &all(2, true));
+    sim.store.up = false;
+    for _ in 0..3 {
+        sim.round("main", &all(2, false));
+    }
+    for i in 0..2 {
+        assert_eq!(sim.status(i, "main"), ConnectionStatus::Down);
+        assert_eq!(sim.nodes[i].seen.unavailable, 1);
+    }
+    sim.store.up = true;
+    sim.round("main", &all(2, false));
+    sim.advance(INTERVAL);
+    for i in 0..2 {
+        assert_eq!(sim.nodes[i].seen.restored, 1);
+        assert_eq!(
+            sim.status(i, "main"),
+            ConnectionStatus::Down,
+            "no switch back: {:?}",
+            sim.nodes[i].seen.transitions
+        );
+        assert_eq!(sim.transitions_to(i, ConnectionStatus::Healthy).len(), 1);
+    }
+    assert_eq!(sim.stored_status(), Some(ConnectionStatus::Down));
+}
+
+#[test]
+fn an_instance_that_lost_the_store_and_the_database_never_moves_the_fleet() {
+    let mut sim = Sim::new(3, &[]);
+    sim.round("main", &all(3, true));
+    sim.round("main", &all(3, true));
+    // Node 0 loses the store and its path to the primary; the others reach both.
+    sim.nodes[0].partitioned = true;
+    for _ in 0..5 {
+        sim.round("main", &[false, true, true]);
+    }
+    assert_eq!(
+        sim.status(0, "main"),
+        ConnectionStatus::Down,
+        "alone, it failed over"
+    );
+    // It gets the store back, still without its path to the primary.
+    sim.nodes[0].partitioned = false;
+    for _ in 0..6 {
+        sim.round("main", &[false, true, true]);
+        assert_eq!(sim.status(1, "main"), ConnectionStatus::Healthy);
+        assert_eq!(sim.status(2, "main"), ConnectionStatus::Healthy);
+        assert_ne!(sim.stored_status(), Some(ConnectionStatus::Down));
+    }
+    // The fleet still reaches it: the instance follows the fleet again.
+    assert_eq!(sim.status(0, "main"), ConnectionStatus::Healthy);
+    // The others' votes survived its writes.
+    let Slot::Readable {
+        record: Record::Connection(entry),
+        ..
+    } = sim.stored(&main_key())
+    else {
+        panic!("unreadable");
+    };
+    assert!(
+        entry.votes.iter().filter(|v| v.ok).count() >= 2,
+        "{entry:?}"
+    );
+    for i in 1..3 {
+        assert!(sim.transitions_to(i, ConnectionStatus::Down).is_empty());
+    }
+}
+
+#[test]
+fn a_forced_switch_reaches_every_instance_with_one_local_origin() {
+    let mut sim = Sim::new(3, &[]);
+    sim.round("main", &all(3, true));
+    sim.round("standby", &all(3, true));
+    let now = sim.now(1);
+    sim.nodes[1]
+        .replica
+        .handle_force(Preference::Failover, "standby", now);
+    sim.drive(1);
+    sim.settle();
+    for i in 0..3 {
+        let expected = if i == 1 {
+            EventOrigin::Local
+        } else {
+            EventOrigin::Learned
+        };
+        assert_eq!(
+            sim.nodes[i].seen.forced,
+            [(Preference::Failover, expected)],
+            "node {i}"
+        );
+    }
+    assert!(matches!(
+        sim.stored(&RecordKey::Fleet),
+        Slot::Readable {
+            record: Record::Fleet(f),
+            ..
+        } if f.preference == Preference::Failover
+    ));
+    // A node that starts later learns it too.
+    let mut late = Replica::new(
+        ReplicaConfig::for_interval(0x9999, T, INTERVAL),
+        vec![
+            ("main".into(), Role::Primary),
+            ("standby".into(), Role::Failover),
+        ],
+    );
+    let now = sim.now(0);
+    let Some(Command::Load(keys)) = late.poll_command(now) else {
+        panic!("loads first");
+    };
+    late.handle_loaded(sim.store.load(&keys), now);
+    let forced: Vec<_> = std::iter::from_fn(|| late.poll_output())
+        .filter_map(|o| match o {
+            Output::Forced { preference, origin } => Some((preference, origin)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(forced, [(Preference::Failover, EventOrigin::Learned)]);
+}
+
+#[test]
+fn votes_carry_counters_not_times() {
+    let mut sim = Sim::new(1, &[5]);
+    sim.round("main", &[true]);
+    let Slot::Readable {
+        record: Record::Connection(ConnectionEntry { votes, .. }),
+        version: Version { counter, .. },
+    } = sim.stored(&main_key())
+    else {
+        panic!("unreadable");
+    };
+    assert_eq!(counter, 1);
+    assert_eq!(
+        votes,
+        [Vote {
+            instance: 0x1000,
+            ok: true,
+            seq: 1
+        }]
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// With a single instance, the shared rule is exactly the tracker's (status after every check).
+    #[test]
+    fn one_instance_is_the_plain_tracker(results in prop::collection::vec(any::<bool>(), 0..60)) {
+        let mut sim = Sim::new(1, &[]);
+        let mut tracker = dbfailover_core::HealthTracker::new(T);
+        for ok in results {
+            let result = if ok { CheckResult::success(Duration::ZERO) } else { CheckResult::failure("x") };
+            tracker.record(&result, Utc::now());
+            sim.check(0, "main", ok);
+            prop_assert_eq!(sim.status(0, "main"), tracker.status());
+        }
+    }
+
+    /// An instance that keeps reaching the database (a success every interval) keeps every other
+    /// instance's failures, however many and however fast, from making it DOWN.
+    #[test]
+    fn a_reaching_instance_vetoes_down(bursts in prop::collection::vec(1usize..10, 1..30)) {
+        let mut sim = Sim::new(2, &[]);
+        sim.round("main", &all(2, true));
+        for burst in bursts {
+            sim.check(1, "main", true);
+            for _ in 0..burst {
+                sim.check(0, "main", false);
+                prop_assert_ne!(sim.status(0, "main"), ConnectionStatus::Down);
+                prop_assert_ne!(sim.stored_status(), Some(ConnectionStatus::Down));
+            }
+            sim.advance(INTERVAL);
+        }
+    }
+
+    /// Whatever bytes the store holds, every instance keeps routing: failures still make the
+    /// connection DOWN, and nothing it reads brings routing back.
+    #[test]
+    fn garbage_in_the_store_never_routes_back(raw in prop::collection::vec(any::<u8>(), 0..80), fleet in any::<bool>()) {
+        let mut sim = Sim::new(2, &[]);
+        sim.round("main", &all(2, true));
+        for _ in 0..3 {
+            sim.round("main", &all(2, false));
+        }
+        let key = if fleet { RecordKey::Fleet } else { main_key() };
+        let mut raw = raw;
+        if !fleet && raw.len() % 2 == 0 {
+            // Half the cases: garbage behind a well-formed header.
+            let mut header = b"dbfo2 1 0000000000000001 c HEALTHY 0 0 - ".to_vec();
+            header.extend(raw);
+            raw = header;
+        }
+        sim.store.records.insert(key, raw);
+        for i in 0..2 {
+            sim.nodes[i].replica.request_load_all();
+            sim.drive(i);
+        }
+        sim.settle();
+        for _ in 0..2 {
+            sim.round("main", &all(2, false));
+        }
+        for i in 0..2 {
+            prop_assert_eq!(sim.status(i, "main"), ConnectionStatus::Down);
+            prop_assert_eq!(sim.transitions_to(i, ConnectionStatus::Healthy).len(), 1);
+        }
+    }
+}
+
+#[test]
+fn names_with_any_characters_are_just_keys() {
+    let name: Arc<str> = "a b\"c\n,:;".into();
+    let mut replica = Replica::new(
+        ReplicaConfig::for_interval(1, T, INTERVAL),
+        vec![(Arc::clone(&name), Role::Primary)],
+    );
+    let now = Now {
+        mono: Instant::now(),
+        wall: Utc::now(),
+    };
+    let Some(Command::Load(keys)) = replica.poll_command(now) else {
+        panic!("loads first");
+    };
+    assert!(keys.contains(&RecordKey::Connection(name)));
+}
