@@ -6,12 +6,15 @@
 //! - `actor.rs`: `GetActiveConnection` round trips from another thread, 1 and 64 concurrent callers.
 //! - `overhead.rs`: a real `SELECT 1` through the routed pool beside a plain pool.
 //! - `soak.rs`: 10,000 transitions in virtual time, and a real flapping server: memory and tasks.
+//! - `fleet.rs`: N engines on one real Redis: Redis commands per check and switch spread, 1 to 100.
 //! - `plot.rs`: the SVG of the failover window.
 //!
 //! Run it with `scripts/bench` (see `docs/benchmarks.md`).
 
 mod actor;
 mod failover;
+mod fleet;
+mod fleet_listener;
 mod overhead;
 mod plot;
 mod soak;
@@ -56,6 +59,27 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         per_round: usize,
     },
+    /// N engines sharing one real Redis: commands per check and switch spread for each fleet size.
+    Fleet {
+        /// Fleet sizes.
+        #[arg(long, value_delimiter = ',', default_value = "1,10,30,100")]
+        sizes: Vec<usize>,
+        /// Check interval of every engine, in milliseconds.
+        #[arg(long, default_value_t = 500)]
+        interval_ms: u64,
+        /// Seconds of steady state measured.
+        #[arg(long, default_value_t = 10)]
+        steady_secs: u64,
+        /// Primary outages (each down then up again).
+        #[arg(long, default_value_t = 3)]
+        flaps: usize,
+        /// Where to write the results as JSON.
+        #[arg(long, default_value = "target/bench/fleet.json")]
+        json: PathBuf,
+        /// Where to write the plot.
+        #[arg(long, default_value = "docs/fleet-commands.svg")]
+        svg: PathBuf,
+    },
     /// Memory and task count over many transitions.
     Soak {
         /// Transitions in virtual time.
@@ -72,6 +96,14 @@ fn main() -> std::process::ExitCode {
     let outcome = match cli.command {
         Command::Failover { reps, json, svg } => failover::run(reps, &json, &svg),
         Command::Actor { calls } => actor::run(calls),
+        Command::Fleet {
+            sizes,
+            interval_ms,
+            steady_secs,
+            flaps,
+            json,
+            svg,
+        } => fleet::run(&sizes, interval_ms, steady_secs, flaps, &json, &svg),
         Command::Overhead { rounds, per_round } => overhead::run(rounds, per_round),
         Command::Soak {
             transitions,
