@@ -18,8 +18,10 @@
 //!   only dates events.
 //! - **The shared rule.** A connection becomes DOWN when the shared failure count reaches
 //!   `failure_threshold` and no other instance's fresh vote is a success; HEALTHY after
-//!   `recovery_threshold` consecutive successes. The counts stop at their thresholds, so a check that
-//!   changes nothing writes nothing (an unchanged vote is rewritten every `vote_refresh`, to stay fresh).
+//!   `recovery_threshold` consecutive successes. While another instance's fresh vote is a success, a
+//!   failure is only its instance's vote: the counts do not move. The counts stop at their thresholds,
+//!   so a check that changes nothing writes nothing (an unchanged vote is rewritten every
+//!   `vote_refresh`, to stay fresh).
 //! - **Nothing the store returns makes routing go back to a DOWN database**: a missing, unreadable or
 //!   older record is rewritten from this instance's knowledge (the last shared record it saw, other
 //!   instances' votes included); only a newer readable record is adopted.
@@ -599,6 +601,13 @@ impl Replica {
         // This instance's vote is its latest check, never an older vote found in the record.
         let mut vote = conn.last_ok;
         for (result, at) in &conn.pending {
+            vote = Some(result.is_success());
+            if vetoed && !result.is_success() {
+                // Another instance still reaches it: this failure is this instance's vote alone. The
+                // counts stay as they are, so an overruled instance's checks change nothing (and
+                // write nothing) until the veto lifts.
+                continue;
+            }
             let before = tracker.status();
             tracker.record(result, *at);
             let mut counts = tracker.counts();
@@ -608,7 +617,6 @@ impl Replica {
                 counts.status = before;
             }
             tracker.adopt(capped(counts, thresholds));
-            vote = Some(result.is_success());
         }
         let mut counts = tracker.counts();
         if counts.failure_count >= thresholds.failure_threshold
