@@ -124,9 +124,30 @@ impl CacheServer {
         }
     }
 
-    /// SIGSTOP: the port still accepts connections, nothing answers.
+    /// SIGSTOP: the port still accepts connections, nothing answers. Returns once every thread of the
+    /// server is stopped (a signal is delivered asynchronously).
     pub fn freeze(&self) {
         self.signal("STOP");
+        let Some(child) = &self.child else {
+            return;
+        };
+        let tasks = format!("/proc/{}/task", child.id());
+        let stopped = || {
+            std::fs::read_dir(&tasks).is_ok_and(|entries| {
+                entries.flatten().all(|task| {
+                    std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                        // The state follows the last ')' (the command name may hold anything).
+                        stat.rsplit_once(')')
+                            .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+                    })
+                })
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !stopped() {
+            assert!(Instant::now() < deadline, "{:?} did not stop", self.kind);
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// SIGCONT after [`CacheServer::freeze`].

@@ -182,9 +182,21 @@ struct Conn {
     vote_written: Option<(bool, Instant)>,
     /// Whether this instance's latest check of it succeeded (its vote).
     last_ok: Option<bool>,
+    /// Added to `vote_refresh` for the next refresh (random per write).
+    refresh_jitter: Duration,
     seen: HashMap<u64, Seen>,
     foreign: Option<u32>,
     reconcile: Option<Reconcile>,
+}
+
+/// What a connection must tell the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    Nothing,
+    /// Only this instance's unchanged vote, to keep it fresh: not worth a retry if another write came
+    /// first (the next check tries again).
+    Refresh,
+    Change,
 }
 
 /// One write of a compare-and-set, planned: what to adopt when it succeeds.
@@ -197,6 +209,8 @@ enum Planned {
         /// Results decided by this write (the first `applied` of `pending`).
         applied: usize,
         vote: Option<bool>,
+        /// Only a vote refresh.
+        refresh: bool,
     },
     Fleet {
         version: Version,
@@ -256,6 +270,7 @@ impl Replica {
                 seq: 0,
                 vote_written: None,
                 last_ok: None,
+                refresh_jitter: Duration::ZERO,
                 seen: HashMap::new(),
                 foreign: None,
                 reconcile: None,
@@ -396,6 +411,26 @@ impl Replica {
                 let keys: Vec<RecordKey> = plans.iter().map(|p| self.key_of(p)).collect();
                 for (key, slot) in keys.into_iter().zip(slots) {
                     self.observe(&key, slot, true, now);
+                }
+                // Only refreshes, and still only refreshes on what the store holds now.
+                let refreshes_only = self.force.is_none()
+                    && plans.iter().all(|p| match p {
+                        Planned::Connection {
+                            index,
+                            refresh: true,
+                            ..
+                        } => self.write_need(*index, now.mono) != Need::Change,
+                        _ => false,
+                    });
+                if refreshes_only {
+                    // Another write came first; the vote is refreshed at the next check instead.
+                    for plan in &plans {
+                        if let Planned::Connection { index, .. } = plan {
+                            self.decide_without_write(*index);
+                        }
+                    }
+                    self.settle_idle(now);
+                    return;
                 }
                 self.attempts += 1;
                 if self.attempts >= self.config.contention_attempts {
@@ -655,15 +690,24 @@ impl Replica {
 
     /// Whether connection `index` has something the store must be told.
     fn needs_write(&self, index: usize, now: Instant) -> bool {
+        self.write_need(index, now) != Need::Nothing
+    }
+
+    /// What connection `index` must tell the store: a change, a vote refresh, or nothing.
+    fn write_need(&self, index: usize, now: Instant) -> Need {
         let conn = &self.conns[index];
         if conn.foreign.is_some() {
-            return false;
+            return Need::Nothing;
         }
         if conn.heal || conn.shared.is_none() {
-            return !conn.pending.is_empty() || conn.heal;
+            return if !conn.pending.is_empty() || conn.heal {
+                Need::Change
+            } else {
+                Need::Nothing
+            };
         }
         if conn.pending.is_empty() {
-            return false;
+            return Need::Nothing;
         }
         let base = self.base_entry(index);
         let (entry, vote) = self.apply_rule(index, &base, now);
@@ -672,13 +716,20 @@ impl Replica {
             .iter()
             .find(|v| v.instance == self.config.instance)
             .map(|v| v.ok);
-        let refresh_due = conn
-            .vote_written
-            .is_none_or(|(_, at)| now.saturating_duration_since(at) >= self.config.vote_refresh);
-        entry.counts != base.counts
+        if entry.counts != base.counts
             || vote != shared_vote
-            || (vote == Some(true) && refresh_due)
             || conn.shared.as_ref().is_some_and(|(_, e)| e.forced)
+        {
+            return Need::Change;
+        }
+        let refresh_due = conn.vote_written.is_none_or(|(_, at)| {
+            now.saturating_duration_since(at) >= self.config.vote_refresh + conn.refresh_jitter
+        });
+        if vote == Some(true) && refresh_due {
+            Need::Refresh
+        } else {
+            Need::Nothing
+        }
     }
 
     fn plan_writes(&mut self, now: Instant) -> (Vec<Write>, Vec<Planned>) {
@@ -690,7 +741,8 @@ impl Replica {
         };
         for index in 0..self.conns.len() {
             let forced = self.force.is_some() && forced_target == Some(index);
-            if !forced && !self.needs_write(index, now) {
+            let need = self.write_need(index, now);
+            if !forced && need == Need::Nothing {
                 continue;
             }
             let base = self.base_entry(index);
@@ -725,6 +777,7 @@ impl Replica {
                 entry,
                 applied,
                 vote,
+                refresh: !forced && need == Need::Refresh,
             });
         }
         let fleet_write = match self.force {
@@ -766,6 +819,7 @@ impl Replica {
                 entry,
                 applied,
                 vote,
+                ..
             } => {
                 let forced = entry.forced;
                 let conn = &mut self.conns[index];
@@ -776,6 +830,12 @@ impl Replica {
                     conn.seq += 1;
                     conn.vote_written = vote.map(|ok| (ok, now.mono));
                 }
+                // Refreshes of a fleet's instances spread out instead of meeting on one record.
+                let spread =
+                    u64::try_from(self.config.vote_refresh.as_micros() / 4).unwrap_or(u64::MAX);
+                let jitter = Duration::from_micros(self.random() % spread.max(1));
+                let conn = &mut self.conns[index];
+                conn.refresh_jitter = jitter;
                 conn.shared = Some((version, entry));
                 let results: Vec<_> = conn
                     .pending
