@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! dbfo2 <counter> <write id> c <STATUS> <failures> <successes> <flags> <votes> <checked at>
-//! dbfo2 <counter> <write id> f <preference> <forced by>
+//! dbfo2 <counter> <write id> f pref=<preference> by=<forced by> [<key>=<value> ...]
 //! ```
 //!
 //! - **Order comes from the store, never from a clock.** The counter grows by one with each write of a
@@ -92,12 +92,17 @@ pub struct ConnectionEntry {
 }
 
 /// The fleet-wide record: what every instance applies alike.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+///
+/// Its fields are `key=value` tokens, so a later release can add fields without a new format: an
+/// instance keeps the fields it does not know ([`FleetRecord::extra`]) when it rewrites the record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FleetRecord {
-    /// The routing preference a forced switch set.
+    /// The routing preference a forced switch set (`pref`).
     pub preference: Preference,
-    /// The instance that forced it (0: none).
+    /// The instance that forced it, 0 for none (`by`).
     pub forced_by: u64,
+    /// Fields this release does not know, kept as they were (key, value as stored).
+    pub extra: Vec<(String, String)>,
 }
 
 /// A record's content.
@@ -315,16 +320,37 @@ fn decode_current(
             })
         }
         (RecordKey::Fleet, "f") => {
-            let preference = match fields.next()? {
-                "primary" => Preference::Primary,
-                "failover" => Preference::Failover,
-                _ => return None,
-            };
-            let forced_by = u64::from_str_radix(fields.next()?, 16).ok()?;
-            Record::Fleet(FleetRecord {
-                preference,
-                forced_by,
-            })
+            let mut fleet = FleetRecord::default();
+            let (mut pref, mut by) = (false, false);
+            for field in fields.by_ref() {
+                let (key, value) = field.split_once('=')?;
+                match key {
+                    "pref" if !pref => {
+                        pref = true;
+                        fleet.preference = match value {
+                            "primary" => Preference::Primary,
+                            "failover" => Preference::Failover,
+                            _ => return None,
+                        };
+                    }
+                    "by" if !by => {
+                        by = true;
+                        fleet.forced_by = u64::from_str_radix(value, 16).ok()?;
+                    }
+                    "pref" | "by" => return None,
+                    _ if key.is_empty()
+                        || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                        || fleet.extra.len() >= MAX_VOTES =>
+                    {
+                        return None;
+                    }
+                    _ => fleet.extra.push((key.to_owned(), value.to_owned())),
+                }
+            }
+            if !pref || !by {
+                return None;
+            }
+            Record::Fleet(fleet)
         }
         _ => return None,
     };
@@ -388,14 +414,20 @@ impl Record {
                     entry.checked_at_ms,
                 )
             }
-            Self::Fleet(fleet) => format!(
-                "{header}f {} {:x}",
-                match fleet.preference {
-                    Preference::Primary => "primary",
-                    Preference::Failover => "failover",
-                },
-                fleet.forced_by
-            ),
+            Self::Fleet(fleet) => {
+                let mut text = format!(
+                    "{header}f pref={} by={:x}",
+                    match fleet.preference {
+                        Preference::Primary => "primary",
+                        Preference::Failover => "failover",
+                    },
+                    fleet.forced_by
+                );
+                for (key, value) in &fleet.extra {
+                    text.push_str(&format!(" {key}={value}"));
+                }
+                text
+            }
         }
     }
 }
@@ -482,6 +514,7 @@ mod tests {
         let fleet = Record::Fleet(FleetRecord {
             preference: Preference::Failover,
             forced_by: 9,
+            extra: vec![("writer".into(), "replica1".into())],
         });
         let text = fleet.encode(V);
         assert_eq!(
@@ -516,7 +549,10 @@ mod tests {
         for raw in [
             &b"dbfo2 5 00000000000000ab c MAYBE 0 0 - -"[..],
             b"dbfo2 99999999999999999999999 00000000000000ab c DOWN 3 0 - -",
-            b"dbfo2 5 00000000000000ab f primary 0",
+            b"dbfo2 5 00000000000000ab f pref=primary by=0",
+            b"dbfo2 5 00000000000000ab f pref=primary",
+            b"dbfo2 5 00000000000000ab f pref=primary by=0 by=1",
+            b"dbfo2 5 00000000000000ab f pref=primary by=0 a b",
             b"dbfo2 5 ab c DOWN 3 0 - -",
             b"dbfo2 5 00000000000000ab c DOWN 3 0 - 1:1:1,1:0:2",
             b"dbfo2 5 00000000000000ab c DOWN 3 0 - - extra",

@@ -784,8 +784,14 @@ impl Replica {
             Some((preference, _)) => Some(FleetRecord {
                 preference,
                 forced_by: self.config.instance,
+                // Fields of a later release are kept.
+                extra: self
+                    .fleet
+                    .as_ref()
+                    .map(|(_, r)| r.extra.clone())
+                    .unwrap_or_default(),
             }),
-            None if self.fleet_heal => self.fleet.map(|(_, record)| record),
+            None if self.fleet_heal => self.fleet.as_ref().map(|(_, record)| record.clone()),
             None => None,
         };
         if let Some(record) = fleet_write
@@ -795,7 +801,7 @@ impl Replica {
             writes.push(Write {
                 key: RecordKey::Fleet,
                 expect: self.fleet_expect.clone(),
-                value: Record::Fleet(record).encode(version),
+                value: Record::Fleet(record.clone()).encode(version),
                 seed: None,
             });
             plans.push(Planned::Fleet { version, record });
@@ -1158,7 +1164,7 @@ impl Replica {
                 record: Record::Fleet(record),
             } => {
                 self.fleet_foreign = None;
-                let known = self.fleet.map(|(v, _)| v);
+                let known = self.fleet.as_ref().map(|(v, _)| *v);
                 match known {
                     Some(known) if known == version => {
                         if authoritative {
@@ -1177,14 +1183,15 @@ impl Replica {
                         }
                     }
                     _ => {
+                        let preference = record.preference;
                         self.fleet = Some((version, record));
                         self.fleet_expect = Expect::after(version);
                         self.fleet_counter = version.counter;
                         self.fleet_heal = false;
-                        if record.preference != self.preference {
-                            self.preference = record.preference;
+                        if preference != self.preference {
+                            self.preference = preference;
                             self.outputs.push_back(Output::Forced {
-                                preference: record.preference,
+                                preference,
                                 origin: EventOrigin::Learned,
                             });
                         }
@@ -1206,6 +1213,7 @@ impl Replica {
                 // Only a preference other than the default is worth rewriting.
                 self.fleet_heal = self
                     .fleet
+                    .as_ref()
                     .is_some_and(|(_, r)| r.preference != Preference::Primary);
             }
             _ => {
@@ -1310,6 +1318,7 @@ impl Replica {
         // The fleet record is rewritten too when it holds more than the default.
         if self
             .fleet
+            .as_ref()
             .is_some_and(|(_, r)| r.preference != Preference::Primary)
         {
             self.fleet_heal = true;
