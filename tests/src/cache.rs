@@ -163,6 +163,11 @@ impl CacheServer {
         }
     }
 
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The URL to reach it (Redis with its password).
     pub fn url(&self) -> String {
         match self.kind {

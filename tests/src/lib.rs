@@ -4,12 +4,14 @@
 //! - [`sqlite`]: SQLite database files in a temporary folder that can be moved away and back.
 //! - [`cache`]: real Redis and memcached servers on free loopback ports.
 //! - [`events`]: an actor collecting the events a test's engine publishes.
+//! - [`proxy`]: a TCP proxy a test can cut (a partition between one client and a server).
 //! - [`scenarios`]: the failure scenarios, written once and run for PostgreSQL and MariaDB.
 //! - [`stored`]: reading and planting shared records as a store keeps them.
 //! - [`server`]: real PostgreSQL and MariaDB servers on free loopback ports, with real faults.
 
 pub mod cache;
 pub mod events;
+pub mod proxy;
 pub mod scenarios;
 pub mod server;
 pub mod sqlite;

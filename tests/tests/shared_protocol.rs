@@ -281,3 +281,114 @@ async fn thirty_instances_follow_a_flapping_primary_in_one_sequence() {
         .sum();
     assert_eq!(local_downs, 3);
 }
+
+/// One instance of the partition test: its own probe flags and store URL.
+struct Member {
+    engine: FailoverHandle,
+    events: Events,
+    primary_up: Arc<AtomicBool>,
+}
+
+async fn member(state: &StateSettings, interval: Duration) -> Member {
+    let primary_up = Arc::new(AtomicBool::new(true));
+    let engine = FailoverSystem::builder(config(state, interval))
+        .probe("main", probe(Arc::clone(&primary_up)))
+        .probe("standby", probe(Arc::new(AtomicBool::new(true))))
+        .shared_store(dbfailover::store::from_settings(state).unwrap())
+        .build()
+        .unwrap()
+        .start();
+    let (listener, events) = Events::start();
+    engine.subscribe(listener).await.unwrap();
+    Member {
+        engine,
+        events,
+        primary_up,
+    }
+}
+
+#[actix_rt::test]
+async fn an_instance_cut_off_from_redis_and_the_primary_never_moves_the_fleet_and_follows_it_after()
+{
+    let redis = CacheServer::start(CacheKind::Redis);
+    let proxy = dbfailover_tests::proxy::Proxy::start(redis.port()).await;
+    let interval = Duration::from_millis(100);
+    let direct = state(redis.url());
+    let through_proxy = state(redis.url().replace(
+        &format!(":{}/", redis.port()),
+        &format!(":{}/", proxy.port()),
+    ));
+    let cut_off = member(&through_proxy, interval).await;
+    let others = [
+        member(&direct, interval).await,
+        member(&direct, interval).await,
+    ];
+    tokio::time::sleep(interval * 5).await;
+    for m in std::iter::once(&cut_off).chain(&others) {
+        assert_eq!(m.engine.active().role, ActiveRole::Primary);
+    }
+
+    // One instance loses both the store and its path to the primary.
+    proxy.cut();
+    cut_off.primary_up.store(false, Ordering::SeqCst);
+    let started = Instant::now();
+    while cut_off.engine.active().role != ActiveRole::Failover {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "it fails over alone"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(cut_off.events.count("CacheUnavailable"), 1);
+    tokio::time::sleep(interval * 10).await;
+    for m in &others {
+        assert_eq!(
+            m.engine.active().role,
+            ActiveRole::Primary,
+            "the others stay"
+        );
+    }
+
+    // The store comes back for it; its own path to the primary does not.
+    proxy.heal();
+    let started = Instant::now();
+    while cut_off.engine.active().role != ActiveRole::Primary {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "it follows the fleet, which still reaches the primary: {:?}",
+            cut_off.events.names()
+        );
+        assert!(
+            others
+                .iter()
+                .all(|m| m.engine.active().role == ActiveRole::Primary)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(cut_off.events.count("CacheRestored"), 1);
+    tokio::time::sleep(interval * 10).await;
+    for m in &others {
+        assert_eq!(
+            m.events.count("PrimaryConnectionDown"),
+            0,
+            "{:?}",
+            m.events.names()
+        );
+        assert_eq!(m.engine.active().role, ActiveRole::Primary);
+    }
+    let stored = redis.redis_cli(&["GET", &format!("{PREFIX}_conn_state_main")]);
+    assert!(stored.contains(" c HEALTHY "), "{stored}");
+
+    // And when the primary really dies, the fleet (the reconciled instance included) moves together.
+    for m in &others {
+        m.primary_up.store(false, Ordering::SeqCst);
+    }
+    let started = Instant::now();
+    while std::iter::once(&cut_off)
+        .chain(&others)
+        .any(|m| m.engine.active().role != ActiveRole::Failover)
+    {
+        assert!(started.elapsed() < Duration::from_secs(5), "all fail over");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
