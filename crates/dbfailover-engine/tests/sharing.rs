@@ -163,3 +163,49 @@ async fn a_new_instance_starts_from_what_the_others_decided() {
         "resumed, not re-detected"
     );
 }
+
+#[actix_rt::test]
+async fn a_forced_switch_moves_every_instance_and_each_listener_sees_the_same_switches() {
+    tokio::time::pause();
+    let store = Arc::new(MemoryStore::default());
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        instances.push(instance(Arc::clone(&store)).await);
+    }
+    sleep_ms(250).await;
+    let active = instances[1].handle.force_failover().await.unwrap();
+    assert_eq!(active.role, ActiveRole::Failover);
+    sleep_ms(20).await;
+    let switches = |i: &Instance| -> Vec<(&'static str, EventOrigin)> {
+        i.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind.name().starts_with("Switched"))
+            .map(|e| (e.kind.name(), e.origin))
+            .collect()
+    };
+    for (n, i) in instances.iter().enumerate() {
+        assert_eq!(i.handle.active().role, ActiveRole::Failover, "instance {n}");
+        let origin = if n == 1 {
+            EventOrigin::Local
+        } else {
+            EventOrigin::Learned
+        };
+        assert_eq!(
+            switches(i),
+            [("SwitchedToFailoverConnection", origin)],
+            "instance {n}"
+        );
+    }
+    // A later instance starts on the fleet's preference.
+    let late = instance(Arc::clone(&store)).await;
+    sleep_ms(20).await;
+    assert_eq!(late.handle.active().role, ActiveRole::Failover);
+    // Forcing the primary back is shared the same way.
+    instances[2].handle.force_primary().await.unwrap();
+    sleep_ms(20).await;
+    for i in instances.iter().chain(std::iter::once(&late)) {
+        assert_eq!(i.handle.active().role, ActiveRole::Primary);
+    }
+}
