@@ -94,7 +94,7 @@ impl Default for StateSettings {
     }
 }
 
-/// The seed's `enabled` and `connections` settings.
+/// The seed's `enabled` and `connections` settings, and what a replication cluster needs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FailoverSettings {
@@ -102,10 +102,17 @@ pub struct FailoverSettings {
     pub enabled: bool,
     /// Name of the primary connection. Default `mysql` (the seed's).
     pub primary: String,
-    /// Name of the failover connection. Default `mysql_failover` (the seed's).
-    pub failover: String,
+    /// The failover connections, in order of preference: one name (the seed's) or a list. Default
+    /// `mysql_failover` (the seed's).
+    pub failover: Failovers,
     /// Name reported for limited functionality mode; needs no database entry. Default `blocking_connection`.
     pub blocking: String,
+    /// After switching away from a connection: `auto` (the seed's: back to the first usable one in order
+    /// as soon as it is usable) or `manual` (stay until an operator forces the switch back). Default `auto`.
+    pub failback: Failback,
+    /// Never route writes back to a node that was left behind (a replica that was promoted replaced it,
+    /// or it writes on an older timeline). Default `true`.
+    pub fencing: bool,
 }
 
 impl Default for FailoverSettings {
@@ -113,9 +120,90 @@ impl Default for FailoverSettings {
         Self {
             enabled: true,
             primary: "mysql".into(),
-            failover: "mysql_failover".into(),
+            failover: Failovers::from("mysql_failover"),
             blocking: "blocking_connection".into(),
+            failback: Failback::Auto,
+            fencing: true,
         }
+    }
+}
+
+/// What routing does once it left a connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failback {
+    /// Back to the first usable connection in order as soon as it is usable (the seed's behaviour).
+    #[default]
+    Auto,
+    /// Stay on the connection routing switched to until an operator forces the switch back.
+    Manual,
+}
+
+/// The failover connections, in order: one name or a list (`failover = "standby"`,
+/// `failover = ["replica1", "replica2"]`; from the environment, names separated by commas).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failovers(Vec<String>);
+
+impl Failovers {
+    /// The names, in order.
+    pub fn names(&self) -> &[String] {
+        &self.0
+    }
+
+    /// The first failover (the seed's single one).
+    pub fn first(&self) -> &str {
+        self.0.first().map_or("", String::as_str)
+    }
+
+    /// Whether `name` is one of them.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|n| n == name)
+    }
+}
+
+impl From<&str> for Failovers {
+    fn from(name: &str) -> Self {
+        Self(vec![name.to_owned()])
+    }
+}
+
+impl From<Vec<String>> for Failovers {
+    fn from(names: Vec<String>) -> Self {
+        Self(names)
+    }
+}
+
+impl Serialize for Failovers {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => serializer.serialize_str(one),
+            many => many.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Failovers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Names;
+        impl<'de> Visitor<'de> for Names {
+            type Value = Failovers;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a connection name or a list of names")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Failovers, E> {
+                Ok(Failovers(
+                    text.split(',').map(|n| n.trim().to_owned()).collect(),
+                ))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Failovers, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(Failovers(names))
+            }
+        }
+        deserializer.deserialize_any(Names)
     }
 }
 
@@ -296,7 +384,7 @@ impl Config {
     pub fn with_databases(primary: (&str, DatabaseUrl), failover: (&str, DatabaseUrl)) -> Self {
         let mut config = Self::default();
         config.failover.primary = primary.0.to_owned();
-        config.failover.failover = failover.0.to_owned();
+        config.failover.failover = Failovers::from(failover.0);
         config
             .databases
             .insert(primary.0.to_owned(), DatabaseSettings::new(primary.1));
@@ -310,12 +398,12 @@ impl Config {
     pub fn role_names(&self) -> RoleNames {
         RoleNames {
             primary: self.failover.primary.clone(),
-            failover: self.failover.failover.clone(),
+            failovers: self.failover.failover.names().to_vec(),
             blocking: self.failover.blocking.clone(),
         }
     }
 
-    /// Every monitored connection, primary and failover first.
+    /// Every monitored connection: the primary, the failovers in order, then the others.
     pub fn monitored(&self) -> Vec<MonitoredConnection<'_>> {
         let names = self.role_names();
         let mut out: Vec<_> = self
@@ -331,34 +419,46 @@ impl Config {
                 }
             })
             .collect();
-        out.sort_by_key(|c| match c.role {
-            Role::Primary => 0,
-            Role::Failover => 1,
-            Role::Other => 2,
-        });
+        out.sort_by_key(|c| names.node_of(c.name).unwrap_or(usize::MAX));
         out
     }
 
     /// Checks every rule a setting must follow; the error names the first broken one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let f = &self.failover;
-        for (key, value) in [
-            ("failover.primary", &f.primary),
-            ("failover.failover", &f.failover),
-            ("failover.blocking", &f.blocking),
-        ] {
+        if f.failover.names().is_empty() {
+            return Err(ConfigError::invalid(
+                "failover.failover",
+                "[]",
+                "must name at least one connection",
+            ));
+        }
+        let failover_keys = f.failover.names().iter().map(|n| ("failover.failover", n));
+        for (key, value) in [("failover.primary", &f.primary), ("failover.blocking", &f.blocking)]
+            .into_iter()
+            .chain(failover_keys.clone())
+        {
             if value.trim().is_empty() {
                 return Err(ConfigError::invalid(key, value, "must name a connection"));
             }
         }
-        if f.primary == f.failover {
-            return Err(ConfigError::invalid(
-                "failover.failover",
-                &f.failover,
-                "must differ from failover.primary",
-            ));
+        for (index, name) in f.failover.names().iter().enumerate() {
+            if *name == f.primary {
+                return Err(ConfigError::invalid(
+                    "failover.failover",
+                    name,
+                    "must differ from failover.primary",
+                ));
+            }
+            if f.failover.names()[..index].contains(name) {
+                return Err(ConfigError::invalid(
+                    "failover.failover",
+                    name,
+                    "is listed twice",
+                ));
+            }
         }
-        if f.blocking == f.primary || f.blocking == f.failover {
+        if f.blocking == f.primary || f.failover.contains(&f.blocking) {
             return Err(ConfigError::invalid(
                 "failover.blocking",
                 &f.blocking,
@@ -372,10 +472,7 @@ impl Config {
                 "names an entry under [databases]; the blocking connection is not a database and must have none",
             ));
         }
-        for (key, value) in [
-            ("failover.primary", &f.primary),
-            ("failover.failover", &f.failover),
-        ] {
+        for (key, value) in std::iter::once(("failover.primary", &f.primary)).chain(failover_keys) {
             if !self.databases.contains_key(value) {
                 let defined: Vec<&str> = self.databases.keys().map(String::as_str).collect();
                 return Err(ConfigError::invalid(
@@ -543,7 +640,7 @@ mod tests {
         let c = Config::default();
         assert!(c.failover.enabled);
         assert_eq!(c.failover.primary, "mysql");
-        assert_eq!(c.failover.failover, "mysql_failover");
+        assert_eq!(c.failover.failover.names(), ["mysql_failover"]);
         assert_eq!(c.failover.blocking, "blocking_connection");
         assert_eq!(c.health_check.query, "SELECT 1");
         assert_eq!(c.health_check.failure_threshold, 3);

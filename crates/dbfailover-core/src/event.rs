@@ -206,22 +206,24 @@ pub fn status_events(role: Role, name: &str, transition: &StatusTransition) -> V
         .collect()
 }
 
-/// The events a change of the active connection from `previous` to `new` causes, in the order they fire.
+/// The events a change of the active node from `previous` to `new` (`None`: limited functionality
+/// mode) causes, in the order they fire.
 ///
 /// Empty when `previous == new`.
 pub fn switch_events(
     names: &RoleNames,
-    previous: ActiveRole,
-    new: ActiveRole,
+    previous: Option<usize>,
+    new: Option<usize>,
     at: DateTime<Utc>,
 ) -> Vec<FailoverEvent> {
     if previous == new {
         return Vec::new();
     }
-    let previous_connection_name = Some(names.name(previous).to_owned());
-    let new_connection_name = names.name(new).to_owned();
+    let previous_connection_name = Some(names.node_name(previous).to_owned());
+    let new_connection_name = names.node_name(new).to_owned();
+    let previous = RoleNames::active_role(previous);
     let mut events = Vec::with_capacity(3);
-    match new {
+    match RoleNames::active_role(new) {
         ActiveRole::Primary => events.push(EventKind::SwitchedToPrimaryConnection {
             previous_connection_name: previous_connection_name.clone(),
             new_connection_name: new_connection_name.clone(),
@@ -256,7 +258,7 @@ mod tests {
     fn names() -> RoleNames {
         RoleNames {
             primary: "main".into(),
-            failover: "standby".into(),
+            failovers: vec!["standby".into()],
             blocking: "blocking".into(),
         }
     }
@@ -264,7 +266,7 @@ mod tests {
     #[test]
     fn json_shape_is_flat_with_event_name_and_snake_case_fields() {
         let at = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap_or_default();
-        let events = switch_events(&names(), ActiveRole::Primary, ActiveRole::Failover, at);
+        let events = switch_events(&names(), Some(0), Some(1), at);
         let json = serde_json::to_value(&events[0]).unwrap_or_default();
         assert_eq!(json["event"], "SwitchedToFailoverConnection");
         assert_eq!(json["previous_connection_name"], "main");
@@ -275,7 +277,7 @@ mod tests {
     #[test]
     fn leaving_blocking_exits_limited_mode() {
         let at = Utc::now();
-        let kinds: Vec<_> = switch_events(&names(), ActiveRole::Blocking, ActiveRole::Primary, at)
+        let kinds: Vec<_> = switch_events(&names(), None, Some(0), at)
             .into_iter()
             .map(|e| e.kind.name())
             .collect();

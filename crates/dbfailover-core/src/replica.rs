@@ -945,6 +945,7 @@ impl Replica {
             view: ConnectionView {
                 status: conn.tracker.status(),
                 checked: conn.tracker.has_results(),
+                writable: conn.tracker.state().writable,
             },
             transition,
             origin,

@@ -1,7 +1,8 @@
 //! The routing decision: which database the service uses, given the statuses of primary and failover.
 
 use crate::event::{FailoverEvent, switch_events};
-use crate::status::{ActiveRole, ConnectionStatus, Role, RoleNames};
+use crate::config::Failback;
+use crate::status::{ActiveRole, ConnectionStatus, RoleNames};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +13,9 @@ pub struct ConnectionView {
     pub status: ConnectionStatus,
     /// Whether any check result is known (an UNKNOWN never checked differs from an UNKNOWN that failed).
     pub checked: bool,
+    /// Whether it accepted writes at its last successful check, when known. A read-only node (a
+    /// replica) is reachable, and never a target for writes.
+    pub writable: Option<bool>,
 }
 
 impl ConnectionView {
@@ -20,6 +24,7 @@ impl ConnectionView {
         Self {
             status,
             checked: true,
+            writable: None,
         }
     }
 }
@@ -28,69 +33,92 @@ impl ConnectionView {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Preference {
-    /// The normal case: the primary, whenever it is not DOWN.
+    /// The normal case: the primary, whenever it is usable.
     #[default]
     Primary,
-    /// After a forced switch to the failover: the failover, whenever it is not DOWN.
+    /// After a forced switch to the (first) failover: the failover, whenever it is usable.
     Failover,
+}
+
+impl Preference {
+    /// The node it prefers (0: the primary, 1: the first failover).
+    pub fn node(self) -> usize {
+        match self {
+            Self::Primary => 0,
+            Self::Failover => 1,
+        }
+    }
 }
 
 /// The answer of [`route`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {
-    /// Where to route; `None` keeps the current active connection until a pending check decides.
-    pub active: Option<ActiveRole>,
-    /// A connection to check at once (and at the fast interval until its status is decided).
-    pub check_now: Option<Role>,
+    /// Where to route: `Some(Some(node))`, `Some(None)` for limited functionality mode; `None` keeps the
+    /// current routing until a pending check decides.
+    pub active: Option<Option<usize>>,
+    /// A node to check at once (and at the fast interval until its status is decided).
+    pub check_now: Option<usize>,
 }
 
-/// Decides where to route. Pure.
-///
-/// With the normal preference (the failover preference is the mirror image):
-/// - primary not DOWN (HEALTHY, or UNKNOWN as before the first check): primary;
-/// - primary DOWN, failover HEALTHY: failover;
-/// - primary DOWN, failover DOWN: blocking (limited functionality mode);
-/// - primary DOWN, failover never checked: keep routing as now, and check the failover at once;
-/// - primary DOWN, failover failing but not yet DOWN: blocking, and keep checking the failover fast.
-///
-/// Routing leaves a connection only when it is DOWN, and a DOWN connection is only used again after
-/// its tracker's recovery threshold made it HEALTHY.
-pub fn route(
-    primary: ConnectionView,
-    failover: ConnectionView,
-    preference: Preference,
-) -> Decision {
-    let (preferred, preferred_role, other, other_role) = match preference {
-        Preference::Primary => (primary, ActiveRole::Primary, failover, ActiveRole::Failover),
-        Preference::Failover => (failover, ActiveRole::Failover, primary, ActiveRole::Primary),
+/// Whether node `i` can take writes now: reachable (the preferred one: not DOWN; any other: HEALTHY),
+/// not known to be read-only, not fenced.
+fn usable(view: &ConnectionView, fenced: bool, preferred: bool) -> bool {
+    let reachable = if preferred {
+        view.status != ConnectionStatus::Down
+    } else {
+        view.status == ConnectionStatus::Healthy
     };
-    let check_role = match other_role {
-        ActiveRole::Primary => Role::Primary,
-        _ => Role::Failover,
-    };
-    if preferred.status != ConnectionStatus::Down {
+    reachable && !fenced && view.writable != Some(false)
+}
+
+/// Decides where writes go, among `views` (0: the primary, then the failovers in order). Pure.
+///
+/// - The preferred node (the primary, or the target of a forced switch or of a manual failback) while
+///   it is usable: not DOWN (HEALTHY, or UNKNOWN as before the first check), not read-only, not fenced.
+/// - Otherwise the first other node in order that is HEALTHY, writable (or not known to be read-only)
+///   and not fenced. A node never checked before it keeps routing as it is and is checked at once; one
+///   failing but not yet DOWN is passed over and checked fast.
+/// - None: limited functionality mode.
+///
+/// Routing leaves a node only when it is DOWN, read-only or fenced, and a DOWN node is only used again
+/// after its tracker's recovery threshold made it HEALTHY.
+pub fn route(views: &[ConnectionView], fenced: &[bool], preferred: usize) -> Decision {
+    let is_fenced = |i: usize| fenced.get(i).copied().unwrap_or(false);
+    if let Some(view) = views.get(preferred)
+        && usable(view, is_fenced(preferred), true)
+    {
         return Decision {
-            active: Some(preferred_role),
+            active: Some(Some(preferred)),
             check_now: None,
         };
     }
-    match other.status {
-        ConnectionStatus::Healthy => Decision {
-            active: Some(other_role),
-            check_now: None,
-        },
-        ConnectionStatus::Down => Decision {
-            active: Some(ActiveRole::Blocking),
-            check_now: None,
-        },
-        ConnectionStatus::Unknown if !other.checked => Decision {
-            active: None,
-            check_now: Some(check_role),
-        },
-        ConnectionStatus::Unknown => Decision {
-            active: Some(ActiveRole::Blocking),
-            check_now: Some(check_role),
-        },
+    let mut check_now = None;
+    for (i, view) in views.iter().enumerate() {
+        if i == preferred || is_fenced(i) || view.writable == Some(false) {
+            continue;
+        }
+        match view.status {
+            ConnectionStatus::Healthy => {
+                return Decision {
+                    active: Some(Some(i)),
+                    check_now,
+                };
+            }
+            ConnectionStatus::Unknown if !view.checked && check_now.is_none() => {
+                return Decision {
+                    active: None,
+                    check_now: Some(i),
+                };
+            }
+            ConnectionStatus::Unknown => {
+                check_now = check_now.or(Some(i));
+            }
+            ConnectionStatus::Down => {}
+        }
+    }
+    Decision {
+        active: Some(None),
+        check_now,
     }
 }
 
@@ -110,28 +138,37 @@ pub struct ActiveConnection {
 pub struct RouteOutcome {
     /// The switch events, in the order they fire (empty when nothing switched).
     pub events: Vec<FailoverEvent>,
-    /// A connection to check at once.
-    pub check_now: Option<Role>,
+    /// A node to check at once.
+    pub check_now: Option<usize>,
 }
 
-/// The routing state: the active connection, its switch epoch and the preference. Pure.
+/// The routing state: the active node, its switch epoch and the preferred node. Pure.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Router {
     names: RoleNames,
-    active: ActiveRole,
+    active: Option<usize>,
     epoch: u64,
-    preference: Preference,
+    preferred: usize,
+    failback: Failback,
 }
 
 impl Router {
-    /// Starts on the primary at epoch 0, as before the first check.
+    /// Starts on the primary at epoch 0, as before the first check, failing back automatically.
     pub fn new(names: RoleNames) -> Self {
         Self {
             names,
-            active: ActiveRole::Primary,
+            active: Some(0),
             epoch: 0,
-            preference: Preference::Primary,
+            preferred: 0,
+            failback: Failback::Auto,
         }
+    }
+
+    /// With `failback = manual`: once routing switched to a node, that node is preferred until a
+    /// forced switch.
+    pub fn with_failback(mut self, failback: Failback) -> Self {
+        self.failback = failback;
+        self
     }
 
     /// The configured names.
@@ -141,6 +178,11 @@ impl Router {
 
     /// The active role.
     pub fn active_role(&self) -> ActiveRole {
+        RoleNames::active_role(self.active)
+    }
+
+    /// The active node (`None`: limited functionality mode).
+    pub fn active_node(&self) -> Option<usize> {
         self.active
     }
 
@@ -149,30 +191,40 @@ impl Router {
         self.epoch
     }
 
-    /// The current preference.
-    pub fn preference(&self) -> Preference {
-        self.preference
+    /// The preferred node.
+    pub fn preferred(&self) -> usize {
+        self.preferred
     }
 
     /// The active connection with its name and epoch.
     pub fn active(&self) -> ActiveConnection {
         ActiveConnection {
-            role: self.active,
-            name: self.names.name(self.active).to_owned(),
+            role: self.active_role(),
+            name: self.names.node_name(self.active).to_owned(),
             epoch: self.epoch,
         }
     }
 
-    /// Re-decides from the current statuses; switches (and says so) when the decision changed.
+    /// Re-decides from the current views (one per node) and fences; switches (and says so) when the
+    /// decision changed.
     pub fn update(
         &mut self,
-        primary: ConnectionView,
-        failover: ConnectionView,
+        views: &[ConnectionView],
+        fenced: &[bool],
         now: DateTime<Utc>,
     ) -> RouteOutcome {
-        let decision = route(primary, failover, self.preference);
+        let decision = route(views, fenced, self.preferred);
         let events = match decision.active {
-            Some(target) => self.switch_to(target, now),
+            Some(target) => {
+                let events = self.switch_to(target, now);
+                if self.failback == Failback::Manual
+                    && let Some(node) = target
+                {
+                    // Stay here until an operator forces the switch back.
+                    self.preferred = node;
+                }
+                events
+            }
             None => Vec::new(),
         };
         RouteOutcome {
@@ -181,23 +233,20 @@ impl Router {
         }
     }
 
-    /// A forced switch: sets the preference to `target` and switches to it at once.
+    /// A forced switch: `node` becomes the preferred node and routing switches to it at once.
     ///
     /// The caller marks the target HEALTHY in its tracker (as the seed's forced switches do), so the
     /// next [`Router::update`] keeps it until probes find it DOWN again.
-    pub fn force(&mut self, target: Preference, now: DateTime<Utc>) -> RouteOutcome {
-        self.preference = target;
-        let role = match target {
-            Preference::Primary => ActiveRole::Primary,
-            Preference::Failover => ActiveRole::Failover,
-        };
+    pub fn force(&mut self, node: usize, now: DateTime<Utc>) -> RouteOutcome {
+        let node = node.min(self.names.node_count().saturating_sub(1));
+        self.preferred = node;
         RouteOutcome {
-            events: self.switch_to(role, now),
+            events: self.switch_to(Some(node), now),
             check_now: None,
         }
     }
 
-    fn switch_to(&mut self, target: ActiveRole, now: DateTime<Utc>) -> Vec<FailoverEvent> {
+    fn switch_to(&mut self, target: Option<usize>, now: DateTime<Utc>) -> Vec<FailoverEvent> {
         if target == self.active {
             return Vec::new();
         }
@@ -221,67 +270,110 @@ mod tests {
         ConnectionView::default()
     }
 
+    fn read_only(status: ConnectionStatus) -> ConnectionView {
+        ConnectionView {
+            writable: Some(false),
+            ..view(status)
+        }
+    }
+
+    fn pair(p: ConnectionView, f: ConnectionView, preferred: usize) -> Decision {
+        route(&[p, f], &[false, false], preferred)
+    }
+
     #[test]
     fn before_the_first_check_everything_routes_to_primary() {
-        let d = route(never_checked(), never_checked(), Preference::Primary);
-        assert_eq!(d.active, Some(ActiveRole::Primary));
+        let d = pair(never_checked(), never_checked(), 0);
+        assert_eq!(d.active, Some(Some(0)));
     }
 
     #[test]
     fn the_seed_table_with_weakness_one_fixed() {
         let cases = [
-            (Healthy, Healthy, ActiveRole::Primary),
-            (Healthy, Down, ActiveRole::Primary),
+            (Healthy, Healthy, Some(0)),
+            (Healthy, Down, Some(0)),
             // The seed leaves an UNKNOWN (failing, below threshold) primary; we do not.
-            (Unknown, Healthy, ActiveRole::Primary),
-            (Down, Healthy, ActiveRole::Failover),
-            (Down, Down, ActiveRole::Blocking),
-            (Down, Unknown, ActiveRole::Blocking),
+            (Unknown, Healthy, Some(0)),
+            (Down, Healthy, Some(1)),
+            (Down, Down, None),
+            (Down, Unknown, None),
         ];
         for (p, f, expected) in cases {
-            let d = route(view(p), view(f), Preference::Primary);
+            let d = pair(view(p), view(f), 0);
             assert_eq!(d.active, Some(expected), "primary {p}, failover {f}");
         }
     }
 
     #[test]
     fn primary_down_and_failover_unchecked_checks_failover_first() {
-        let d = route(view(Down), never_checked(), Preference::Primary);
+        let d = pair(view(Down), never_checked(), 0);
         assert_eq!(d.active, None);
-        assert_eq!(d.check_now, Some(Role::Failover));
+        assert_eq!(d.check_now, Some(1));
     }
 
     #[test]
     fn failover_preference_is_the_mirror_image() {
-        let d = route(view(Healthy), view(Healthy), Preference::Failover);
-        assert_eq!(d.active, Some(ActiveRole::Failover));
-        let d = route(view(Healthy), view(Down), Preference::Failover);
-        assert_eq!(d.active, Some(ActiveRole::Primary));
+        let d = pair(view(Healthy), view(Healthy), 1);
+        assert_eq!(d.active, Some(Some(1)));
+        let d = pair(view(Healthy), view(Down), 1);
+        assert_eq!(d.active, Some(Some(0)));
+    }
+
+    #[test]
+    fn writes_go_to_the_first_writable_node_in_order_never_to_a_replica_or_a_fenced_node() {
+        // Primary down; replica1 a healthy read-only replica; replica2 promoted (writable).
+        let views = [view(Down), read_only(Healthy), view(Healthy)];
+        assert_eq!(route(&views, &[false; 3], 0).active, Some(Some(2)));
+        // The old primary is back, writable, but fenced: writes stay on the promoted node.
+        let views = [view(Healthy), read_only(Healthy), view(Healthy)];
+        assert_eq!(route(&views, &[true, false, false], 0).active, Some(Some(2)));
+        // A read-only primary is no target for writes either.
+        let views = [read_only(Healthy), view(Healthy)];
+        assert_eq!(route(&views, &[false; 2], 0).active, Some(Some(1)));
+        // Nothing writable: limited functionality mode.
+        let views = [view(Down), read_only(Healthy), read_only(Healthy)];
+        assert_eq!(route(&views, &[false; 3], 0).active, Some(None));
+    }
+
+    #[test]
+    fn a_failing_node_is_passed_over_and_checked_fast() {
+        let views = [view(Down), view(Unknown), view(Healthy)];
+        let d = route(&views, &[false; 3], 0);
+        assert_eq!(d.active, Some(Some(2)));
+        assert_eq!(d.check_now, Some(1));
+    }
+
+    #[test]
+    fn manual_failback_stays_where_it_switched_until_forced() {
+        let names = RoleNames::pair("p", "f", "b");
+        let mut router = Router::new(names).with_failback(Failback::Manual);
+        let now = Utc::now();
+        router.update(&[view(Down), view(Healthy)], &[false; 2], now);
+        assert_eq!(router.active_node(), Some(1));
+        router.update(&[view(Healthy), view(Healthy)], &[false; 2], now);
+        assert_eq!(router.active_node(), Some(1), "no automatic failback");
+        router.force(0, now);
+        assert_eq!(router.active_node(), Some(0));
+        let mut auto = Router::new(RoleNames::pair("p", "f", "b"));
+        auto.update(&[view(Down), view(Healthy)], &[false; 2], now);
+        auto.update(&[view(Healthy), view(Healthy)], &[false; 2], now);
+        assert_eq!(auto.active_node(), Some(0), "the seed's automatic failback");
     }
 
     #[test]
     fn epoch_grows_only_on_switches() {
-        let names = RoleNames {
-            primary: "p".into(),
-            failover: "f".into(),
-            blocking: "b".into(),
-        };
-        let mut router = Router::new(names);
+        let mut router = Router::new(RoleNames::pair("p", "f", "b"));
         let now = Utc::now();
-        assert!(
-            router
-                .update(view(Healthy), view(Healthy), now)
-                .events
-                .is_empty()
-        );
+        let healthy = [view(Healthy), view(Healthy)];
+        assert!(router.update(&healthy, &[false; 2], now).events.is_empty());
         assert_eq!(router.epoch(), 0);
-        let out = router.update(view(Down), view(Healthy), now);
+        let out = router.update(&[view(Down), view(Healthy)], &[false; 2], now);
         assert_eq!(out.events.len(), 2);
         assert_eq!(router.active().name, "f");
         assert_eq!(router.epoch(), 1);
         assert!(
             router
-                .update(view(Down), view(Healthy), now)
+                .update(&[view(Down), view(Healthy)], &[false; 2], now)
                 .events
                 .is_empty()
         );

@@ -110,35 +110,75 @@ impl fmt::Display for ActiveRole {
     }
 }
 
-/// The configured names of the three roles.
+/// The configured names: the primary, the failovers in order, and limited functionality mode.
+///
+/// Routing numbers the nodes it can use: 0 is the primary, 1 and up the failovers in order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoleNames {
     /// Name of the primary connection.
     pub primary: String,
-    /// Name of the failover connection.
-    pub failover: String,
+    /// Names of the failover connections, in order of preference (at least one).
+    pub failovers: Vec<String>,
     /// Name reported for limited functionality mode.
     pub blocking: String,
 }
 
 impl RoleNames {
-    /// The configured name of `role`.
-    pub fn name(&self, role: ActiveRole) -> &str {
-        match role {
-            ActiveRole::Primary => &self.primary,
-            ActiveRole::Failover => &self.failover,
-            ActiveRole::Blocking => &self.blocking,
+    /// Names for a primary and one failover (the seed's shape).
+    pub fn pair(primary: &str, failover: &str, blocking: &str) -> Self {
+        Self {
+            primary: primary.to_owned(),
+            failovers: vec![failover.to_owned()],
+            blocking: blocking.to_owned(),
+        }
+    }
+
+    /// The first failover.
+    pub fn failover(&self) -> &str {
+        self.failovers.first().map_or("", String::as_str)
+    }
+
+    /// How many nodes routing can use (the primary and the failovers).
+    pub fn node_count(&self) -> usize {
+        1 + self.failovers.len()
+    }
+
+    /// The name of node `index` (0: the primary); the blocking name for `None` or an unknown index.
+    pub fn node_name(&self, index: Option<usize>) -> &str {
+        match index {
+            Some(0) => &self.primary,
+            Some(i) => self
+                .failovers
+                .get(i - 1)
+                .map_or(self.blocking.as_str(), String::as_str),
+            None => &self.blocking,
+        }
+    }
+
+    /// The node number of the connection called `name`, if routing can use it.
+    pub fn node_of(&self, name: &str) -> Option<usize> {
+        if name == self.primary {
+            Some(0)
+        } else {
+            self.failovers.iter().position(|n| n == name).map(|i| i + 1)
+        }
+    }
+
+    /// The role of node `index` (`None`: limited functionality mode).
+    pub fn active_role(index: Option<usize>) -> ActiveRole {
+        match index {
+            Some(0) => ActiveRole::Primary,
+            Some(_) => ActiveRole::Failover,
+            None => ActiveRole::Blocking,
         }
     }
 
     /// The role a monitored connection called `name` plays.
     pub fn role_of(&self, name: &str) -> Role {
-        if name == self.primary {
-            Role::Primary
-        } else if name == self.failover {
-            Role::Failover
-        } else {
-            Role::Other
+        match self.node_of(name) {
+            Some(0) => Role::Primary,
+            Some(_) => Role::Failover,
+            None => Role::Other,
         }
     }
 }

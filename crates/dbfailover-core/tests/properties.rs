@@ -31,7 +31,7 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
 fn names() -> RoleNames {
     RoleNames {
         primary: "main".into(),
-        failover: "standby".into(),
+        failovers: vec!["standby".into()],
         blocking: "blocking".into(),
     }
 }
@@ -46,6 +46,7 @@ fn view(tracker: &HealthTracker) -> ConnectionView {
     ConnectionView {
         status: tracker.status(),
         checked: tracker.has_results(),
+        writable: None,
     }
 }
 
@@ -85,7 +86,7 @@ fn run(thresholds: Thresholds, script: &[Step]) -> (Vec<Observed>, Router) {
             .map(|e| e.kind)
             .collect();
         let active_before = router.active_role();
-        let outcome = router.update(view(&primary), view(&failover), now);
+        let outcome = router.update(&[view(&primary), view(&failover)], &[false, false], now);
         events.extend(outcome.events.into_iter().map(|e| e.kind));
         observed.push(Observed {
             active_before,
@@ -214,7 +215,7 @@ proptest! {
         for (i, step) in script.iter().enumerate() {
             let result = if step.success { CheckResult::success(Duration::ZERO) } else { CheckResult::failure("x") };
             if step.failover { failover.record(&result, at(i)); } else { primary.record(&result, at(i)); }
-            router.update(view(&primary), view(&failover), at(i));
+            router.update(&[view(&primary), view(&failover)], &[false, false], at(i));
             match router.active_role() {
                 ActiveRole::Primary => prop_assert!(
                     primary.status() != ConnectionStatus::Down
