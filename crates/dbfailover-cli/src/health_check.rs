@@ -32,10 +32,9 @@ pub(crate) async fn run(source: &ConfigSource, args: HealthCheckArgs) -> Result<
                 configured: config_file::configured_names(&config),
             });
         }
-        None => vec![
-            config.failover.primary.clone(),
-            config.failover.failover.clone(),
-        ],
+        None => std::iter::once(config.failover.primary.clone())
+            .chain(config.failover.failover.names().iter().cloned())
+            .collect(),
     };
     if !config.failover.enabled {
         if args.json {

@@ -161,6 +161,12 @@ impl Failovers {
     }
 }
 
+impl fmt::Display for Failovers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(", "))
+    }
+}
+
 impl From<&str> for Failovers {
     fn from(name: &str) -> Self {
         Self(vec![name.to_owned()])
@@ -434,9 +440,12 @@ impl Config {
             ));
         }
         let failover_keys = f.failover.names().iter().map(|n| ("failover.failover", n));
-        for (key, value) in [("failover.primary", &f.primary), ("failover.blocking", &f.blocking)]
-            .into_iter()
-            .chain(failover_keys.clone())
+        for (key, value) in [
+            ("failover.primary", &f.primary),
+            ("failover.blocking", &f.blocking),
+        ]
+        .into_iter()
+        .chain(failover_keys.clone())
         {
             if value.trim().is_empty() {
                 return Err(ConfigError::invalid(key, value, "must name a connection"));

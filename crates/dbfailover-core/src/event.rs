@@ -1,6 +1,7 @@
 //! The events the engine publishes: the seed's events, each fired once per real transition.
 
 use crate::status::{ActiveRole, ConnectionStatus, Role, RoleNames};
+use crate::topology::TopologyEvent;
 use crate::tracker::StatusTransition;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -111,6 +112,30 @@ pub enum EventKind {
     },
     /// The state store answers again after being unavailable.
     CacheRestored {},
+    /// A replica was promoted (an outside tool made it writable): it is the writer of record.
+    ReplicaPromoted {
+        /// The promoted connection.
+        connection_name: String,
+        /// The connection it replaced, if known.
+        replaced_connection_name: Option<String>,
+    },
+    /// A connection is fenced: no writes go to it until an operator forces a switch to it.
+    ConnectionFenced {
+        /// The fenced connection.
+        connection_name: String,
+        /// Why (left behind by a promotion, an older timeline).
+        reason: String,
+    },
+    /// An operator forced a switch to a fenced connection: its fence is lifted.
+    ConnectionUnfenced {
+        /// The connection.
+        connection_name: String,
+    },
+    /// Two connections of one replication cluster accept writes at once.
+    SplitBrainDetected {
+        /// The connections accepting writes.
+        connection_names: Vec<String>,
+    },
     /// Accompanies every change of the active connection, whatever the target.
     DatabaseConnectionSwitched {
         /// The connection used before.
@@ -137,6 +162,10 @@ impl EventKind {
             Self::CacheUnavailable { .. } => "CacheUnavailable",
             Self::CacheRestored {} => "CacheRestored",
             Self::DatabaseConnectionSwitched { .. } => "DatabaseConnectionSwitched",
+            Self::ReplicaPromoted { .. } => "ReplicaPromoted",
+            Self::ConnectionFenced { .. } => "ConnectionFenced",
+            Self::ConnectionUnfenced { .. } => "ConnectionUnfenced",
+            Self::SplitBrainDetected { .. } => "SplitBrainDetected",
         }
     }
 }
@@ -204,6 +233,30 @@ pub fn status_events(role: Role, name: &str, transition: &StatusTransition) -> V
         .into_iter()
         .map(|kind| FailoverEvent::new(at, kind))
         .collect()
+}
+
+/// The event of a topology change.
+pub fn topology_event(event: TopologyEvent, at: DateTime<Utc>) -> FailoverEvent {
+    let kind = match event {
+        TopologyEvent::Promoted {
+            connection,
+            replaced,
+        } => EventKind::ReplicaPromoted {
+            connection_name: connection,
+            replaced_connection_name: replaced,
+        },
+        TopologyEvent::Fenced { connection, reason } => EventKind::ConnectionFenced {
+            connection_name: connection,
+            reason,
+        },
+        TopologyEvent::Unfenced { connection } => EventKind::ConnectionUnfenced {
+            connection_name: connection,
+        },
+        TopologyEvent::SplitBrain { connections } => EventKind::SplitBrainDetected {
+            connection_names: connections,
+        },
+    };
+    FailoverEvent::new(at, kind)
 }
 
 /// The events a change of the active node from `previous` to `new` (`None`: limited functionality

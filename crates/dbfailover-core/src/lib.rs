@@ -8,6 +8,8 @@
 //! - [`event`]: `FailoverEvent` and the events a status transition or a switch causes.
 //! - [`record`]: the records instances share through a store (versions, votes, the fleet record) and
 //!   their one text form; [`replica`]: the shared-state protocol, one instance's replica of it.
+//! - [`topology`]: replication roles from the checks, the writer of record, fences (a promoted replica
+//!   fences the node it replaced; an older timeline is refused).
 //! - [`config`]: the settings, their defaults and their validation; [`url`]: password-masked URLs.
 //! - [`load`]: the one parser: TOML text and `DBFAILOVER_*` variables to a validated `Config`.
 //! - [`error`]: the error types.
@@ -25,6 +27,7 @@ pub mod record;
 pub mod replica;
 pub mod route;
 pub mod status;
+pub mod topology;
 pub mod tracker;
 pub mod url;
 
@@ -38,6 +41,6 @@ pub use load::LoadError;
 pub use route::{ActiveConnection, ConnectionView, Decision, Preference, Router, route};
 pub use status::{ActiveRole, ConnectionStatus, Role, RoleNames};
 pub use tracker::{
-    CheckResult, ConnectionState, Counts, HealthTracker, StatusTransition, Thresholds,
+    CheckResult, ConnectionState, Counts, HealthTracker, Replication, StatusTransition, Thresholds,
 };
 pub use url::DatabaseUrl;

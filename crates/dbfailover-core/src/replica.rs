@@ -44,6 +44,7 @@ use crate::record::{
 };
 use crate::route::{ConnectionView, Preference};
 use crate::status::{ConnectionStatus, Role};
+use crate::topology::NodeFacts;
 use crate::tracker::{CheckResult, Counts, HealthTracker, StatusTransition, Thresholds};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -116,6 +117,8 @@ pub enum Output {
         transition: Option<StatusTransition>,
         /// Whether this instance made it, or learned it.
         origin: EventOrigin,
+        /// What this instance's latest check of it found of its role (`None`: it failed, or none ran).
+        facts: Option<NodeFacts>,
     },
     /// A forced switch to apply to routing.
     Forced {
@@ -182,6 +185,8 @@ struct Conn {
     vote_written: Option<(bool, Instant)>,
     /// Whether this instance's latest check of it succeeded (its vote).
     last_ok: Option<bool>,
+    /// What this instance's latest check found of its role.
+    last_facts: Option<NodeFacts>,
     /// Added to `vote_refresh` for the next refresh (random per write).
     refresh_jitter: Duration,
     seen: HashMap<u64, Seen>,
@@ -243,6 +248,8 @@ pub struct Replica {
     preference: Preference,
     /// A forced switch waiting to be written: the preference, and the target's index.
     force: Option<(Preference, Option<usize>)>,
+    /// A forced switch was applied while the store was away: it is written when the store is back.
+    forced_in_outage: bool,
     outage: Option<Outage>,
     in_flight: Option<InFlight>,
     wants_load: BTreeSet<RecordKey>,
@@ -270,6 +277,7 @@ impl Replica {
                 seq: 0,
                 vote_written: None,
                 last_ok: None,
+                last_facts: None,
                 refresh_jitter: Duration::ZERO,
                 seen: HashMap::new(),
                 foreign: None,
@@ -289,6 +297,7 @@ impl Replica {
             fleet_foreign: None,
             preference: Preference::Primary,
             force: None,
+            forced_in_outage: false,
             outage: None,
             in_flight: None,
             wants_load,
@@ -354,6 +363,7 @@ impl Replica {
             return;
         };
         self.conns[index].last_ok = Some(result.is_success());
+        self.conns[index].last_facts = result.facts();
         self.conns[index].pending.push((result, now.wall));
         if self.outage.is_some_and(|o| !o.readable_again) || self.conns[index].foreign.is_some() {
             self.decide_locally(index);
@@ -379,6 +389,17 @@ impl Replica {
         let Some(InFlight::Load(keys)) = self.in_flight.take() else {
             return;
         };
+        if slots.len() != keys.len() {
+            // A store that answers something else than what was asked is not answering.
+            let error = format!(
+                "the store answered {} records for {} keys",
+                slots.len(),
+                keys.len()
+            );
+            self.in_flight = Some(InFlight::Load(keys));
+            self.handle_store_error(error, now);
+            return;
+        }
         if let Some(outage) = &mut self.outage {
             outage.readable_again = true;
             let pairs: Vec<_> = keys.into_iter().zip(slots).collect();
@@ -406,6 +427,12 @@ impl Replica {
                 for plan in plans {
                     self.written(plan, now);
                 }
+            }
+            CasOutcome::Conflict(slots) if slots.len() != plans.len() => {
+                self.in_flight = Some(InFlight::Cas(plans));
+                let error = "the store answered a conflict without the records it holds".to_owned();
+                self.handle_store_error(error, now);
+                return;
             }
             CasOutcome::Conflict(slots) => {
                 let keys: Vec<RecordKey> = plans.iter().map(|p| self.key_of(p)).collect();
@@ -791,6 +818,15 @@ impl Replica {
                     .map(|(_, r)| r.extra.clone())
                     .unwrap_or_default(),
             }),
+            None if self.fleet_heal && self.forced_in_outage => Some(FleetRecord {
+                preference: self.preference,
+                forced_by: self.config.instance,
+                extra: self
+                    .fleet
+                    .as_ref()
+                    .map(|(_, r)| r.extra.clone())
+                    .unwrap_or_default(),
+            }),
             None if self.fleet_heal => self.fleet.as_ref().map(|(_, record)| record.clone()),
             None => None,
         };
@@ -872,6 +908,7 @@ impl Replica {
                 }
             }
             Planned::Fleet { version, record } => {
+                self.forced_in_outage = false;
                 self.fleet = Some((version, record));
                 self.fleet_counter = version.counter;
                 self.fleet_expect = Expect::after(version);
@@ -949,6 +986,7 @@ impl Replica {
             },
             transition,
             origin,
+            facts: conn.last_facts.clone(),
         });
     }
 
@@ -1031,6 +1069,9 @@ impl Replica {
             self.tell(index, None, origin);
         }
         self.preference = preference;
+        if self.outage.is_some() {
+            self.forced_in_outage = true;
+        }
         self.outputs
             .push_back(Output::Forced { preference, origin });
     }
@@ -1229,7 +1270,21 @@ impl Replica {
     fn reconnect(&mut self, pairs: Vec<(RecordKey, Slot)>, now: Now) {
         for (key, slot) in pairs {
             let RecordKey::Connection(name) = &key else {
-                self.observe_fleet(slot, true, now);
+                if self.forced_in_outage {
+                    // An operator's order given during the outage is written over what the store
+                    // holds (the fleet learns it), not replaced by it.
+                    self.fleet_expect = Expect::replacing(&slot).unwrap_or(Expect::Unreadable);
+                    if let Some(version) = slot.version() {
+                        self.fleet_counter = self.fleet_counter.max(version.counter);
+                    }
+                    self.fleet_foreign = match slot {
+                        Slot::Foreign { format } => Some(format),
+                        _ => None,
+                    };
+                    self.fleet_heal = true;
+                } else {
+                    self.observe_fleet(slot, true, now);
+                }
                 continue;
             };
             let Some(index) = self.index_of(name) else {

@@ -1,7 +1,7 @@
 //! The routing decision: which database the service uses, given the statuses of primary and failover.
 
-use crate::event::{FailoverEvent, switch_events};
 use crate::config::Failback;
+use crate::event::{FailoverEvent, switch_events};
 use crate::status::{ActiveRole, ConnectionStatus, RoleNames};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -326,7 +326,10 @@ mod tests {
         assert_eq!(route(&views, &[false; 3], 0).active, Some(Some(2)));
         // The old primary is back, writable, but fenced: writes stay on the promoted node.
         let views = [view(Healthy), read_only(Healthy), view(Healthy)];
-        assert_eq!(route(&views, &[true, false, false], 0).active, Some(Some(2)));
+        assert_eq!(
+            route(&views, &[true, false, false], 0).active,
+            Some(Some(2))
+        );
         // A read-only primary is no target for writes either.
         let views = [read_only(Healthy), view(Healthy)];
         assert_eq!(route(&views, &[false; 2], 0).active, Some(Some(1)));

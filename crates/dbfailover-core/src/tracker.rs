@@ -1,6 +1,7 @@
 //! The per-connection health tracker: consecutive results in, status transitions out.
 
 use crate::status::ConnectionStatus;
+use crate::topology::NodeFacts;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -32,6 +33,8 @@ pub enum CheckResult {
         latency: Duration,
         /// Whether the connection accepts writes, when the probe could tell.
         writable: Option<bool>,
+        /// What the probe found of its place in a replication cluster, when it could tell.
+        replication: Option<Replication>,
     },
     /// The check failed: refused, timed out, errored, or the connection was read-only when it must not be.
     Failure {
@@ -46,6 +49,24 @@ impl CheckResult {
         Self::Success {
             latency,
             writable: None,
+            replication: None,
+        }
+    }
+
+    /// What this result says of the node's role, for a success.
+    pub fn facts(&self) -> Option<NodeFacts> {
+        match self {
+            Self::Success {
+                writable,
+                replication,
+                ..
+            } => Some(NodeFacts {
+                writable: *writable,
+                replicating: replication.as_ref().map(|r| r.replicating),
+                cluster: replication.as_ref().and_then(|r| r.cluster.clone()),
+                timeline: replication.as_ref().and_then(|r| r.timeline),
+            }),
+            Self::Failure { .. } => None,
         }
     }
 
@@ -60,6 +81,19 @@ impl CheckResult {
     pub fn is_success(&self) -> bool {
         matches!(self, Self::Success { .. })
     }
+}
+
+/// A node's place in a replication cluster, as one check found it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replication {
+    /// It replicates from another server (PostgreSQL in recovery; a running replica thread).
+    pub replicating: bool,
+    /// Its cluster's identity (PostgreSQL `system_identifier`), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// The timeline it writes or replays (PostgreSQL), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u32>,
 }
 
 /// A change of a connection's status, returned by [`HealthTracker::record`].
@@ -93,6 +127,9 @@ pub struct ConnectionState {
     pub last_latency: Option<Duration>,
     /// Whether the connection accepted writes at its last successful check, when known.
     pub writable: Option<bool>,
+    /// Its place in a replication cluster at its last successful check, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<Replication>,
     /// The reason of the last failed check.
     pub last_error: Option<String>,
 }
@@ -202,11 +239,16 @@ impl HealthTracker {
         state.last_check_at = Some(now);
         let from = state.status;
         let (to, reason) = match result {
-            CheckResult::Success { latency, writable } => {
+            CheckResult::Success {
+                latency,
+                writable,
+                replication,
+            } => {
                 state.failure_count = 0;
                 state.success_count = state.success_count.saturating_add(1);
                 state.last_latency = Some(*latency);
                 state.writable = *writable;
+                state.replication = replication.clone();
                 let to = match from {
                     ConnectionStatus::Down
                         if state.success_count < self.thresholds.recovery_threshold =>

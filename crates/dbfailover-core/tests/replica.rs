@@ -747,3 +747,63 @@ fn names_with_any_characters_are_just_keys() {
     };
     assert!(keys.contains(&RecordKey::Connection(name)));
 }
+
+#[test]
+fn a_switch_forced_while_the_store_is_away_reaches_the_fleet_when_it_is_back() {
+    let mut sim = Sim::new(2, &[]);
+    sim.round("main", &all(2, true));
+    sim.round("standby", &all(2, true));
+    sim.nodes[0].partitioned = true;
+    sim.round("main", &all(2, true));
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_force(Preference::Failover, "standby", now);
+    sim.drive(0);
+    assert_eq!(
+        sim.nodes[0].seen.forced,
+        [(Preference::Failover, EventOrigin::Local)],
+        "applied at once, alone"
+    );
+    assert!(sim.nodes[1].seen.forced.is_empty());
+    sim.nodes[0].partitioned = false;
+    for _ in 0..3 {
+        sim.round("main", &all(2, true));
+    }
+    assert_eq!(
+        sim.nodes[1].seen.forced,
+        [(Preference::Failover, EventOrigin::Learned)],
+        "the fleet learned it when the store came back"
+    );
+    assert!(matches!(
+        sim.stored(&RecordKey::Fleet),
+        Slot::Readable {
+            record: Record::Fleet(ref f),
+            ..
+        } if f.preference == Preference::Failover
+    ));
+}
+
+#[test]
+fn a_store_that_answers_fewer_records_than_asked_is_not_answering() {
+    let mut replica = Replica::new(
+        ReplicaConfig::for_interval(1, T, INTERVAL),
+        vec![
+            ("main".into(), Role::Primary),
+            ("standby".into(), Role::Failover),
+        ],
+    );
+    let now = Now {
+        mono: Instant::now(),
+        wall: Utc::now(),
+    };
+    let Some(Command::Load(_)) = replica.poll_command(now) else {
+        panic!("loads first");
+    };
+    replica.handle_loaded(vec![Slot::Missing], now);
+    assert!(replica.in_outage());
+    let unavailable = std::iter::from_fn(|| replica.poll_output())
+        .filter(|o| matches!(o, Output::StoreUnavailable { .. }))
+        .count();
+    assert_eq!(unavailable, 1);
+}

@@ -53,6 +53,8 @@ pub struct StatusChanged {
     pub transition: Option<StatusTransition>,
     /// Whether this instance made the transition, or learned it from the shared store.
     pub origin: EventOrigin,
+    /// What this instance's latest check found of the node's role (`None`: it failed, or none ran).
+    pub facts: Option<dbfailover_core::topology::NodeFacts>,
 }
 
 /// A store's change feed -> `StateActor`: records other instances wrote, or the feed's end.
@@ -135,10 +137,10 @@ pub struct SubscriptionId(pub u64);
 #[rtype(result = "ActiveConnection")]
 pub struct ForceSwitch(pub Preference);
 
-/// `FailoverSystem` -> `RouterActor`: the probe actors of primary and failover, for checks routing asks for.
+/// `FailoverSystem` -> `RouterActor`: the probe actors of the nodes routing uses, for checks it asks for.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct SetProbes {
-    pub(crate) primary: Option<Recipient<CheckNow>>,
-    pub(crate) failover: Option<Recipient<CheckNow>>,
+    /// Each node's probe (0: the primary, then the failovers in order).
+    pub(crate) probes: Vec<Option<Recipient<CheckNow>>>,
 }

@@ -10,7 +10,7 @@
 //! | `dbfailover_active_connection` | gauge | `connection`, `role` | 1 for the active connection, 0 for the others |
 //! | `dbfailover_switches_total` | counter | `to` (`primary` / `failover` / `blocking`) | switches of the active connection |
 
-use dbfailover_core::{ActiveRole, CheckResult, ConnectionStatus, RoleNames};
+use dbfailover_core::{CheckResult, ConnectionStatus, RoleNames};
 
 /// Latency histogram name.
 pub const PROBE_DURATION: &str = "dbfailover_probe_duration_seconds";
@@ -51,21 +51,21 @@ pub(crate) fn record_status(connection: &str, status: ConnectionStatus) {
     metrics::gauge!(CONNECTION_STATUS, "connection" => connection.to_owned()).set(value);
 }
 
-pub(crate) fn record_active(names: &RoleNames, active: ActiveRole, switched: bool) {
-    for role in [
-        ActiveRole::Primary,
-        ActiveRole::Failover,
-        ActiveRole::Blocking,
-    ] {
-        let value = if role == active { 1.0 } else { 0.0 };
+pub(crate) fn record_active(names: &RoleNames, active: Option<usize>, switched: bool) {
+    let nodes = (0..names.node_count())
+        .map(Some)
+        .chain(std::iter::once(None));
+    for node in nodes {
+        let value = if node == active { 1.0 } else { 0.0 };
         metrics::gauge!(
             ACTIVE_CONNECTION,
-            "connection" => names.name(role).to_owned(),
-            "role" => role.to_string()
+            "connection" => names.node_name(node).to_owned(),
+            "role" => RoleNames::active_role(node).to_string()
         )
         .set(value);
     }
     if switched {
-        metrics::counter!(SWITCHES, "to" => active.to_string()).increment(1);
+        metrics::counter!(SWITCHES, "to" => RoleNames::active_role(active).to_string())
+            .increment(1);
     }
 }

@@ -17,10 +17,12 @@ pub type ProbeFuture<'a> =
     Pin<Box<dyn Future<Output = Result<ProbeReport, ProbeError>> + Send + 'a>>;
 
 /// What a successful check found besides "it answered".
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProbeReport {
     /// Whether the connection accepts writes, when the probe can tell (`None`: unknown).
     pub writable: Option<bool>,
+    /// Its place in a replication cluster, when the probe can tell (`None`: unknown).
+    pub replication: Option<dbfailover_core::Replication>,
 }
 
 /// Checks one database: connect, run the health query, say whether it accepts writes.
@@ -79,13 +81,13 @@ pub async fn run_check(
         Contained::Cancelled => CheckResult::failure("check cancelled"),
         Contained::Done(Err(error)) => CheckResult::failure(error.to_string()),
         Contained::Done(Ok(report)) => {
-            if require_writable && report.writable == Some(false) {
-                CheckResult::failure("connection is read-only but must accept writes")
-            } else {
-                CheckResult::Success {
-                    latency,
-                    writable: report.writable,
-                }
+            // A read-only node is reachable: routing gives it no writes, but it is not DOWN (a
+            // healthy replica is not a dead database). With `require_writable = false`, what it says
+            // of writes is not asked: routing may send it writes whatever it answers.
+            CheckResult::Success {
+                latency,
+                writable: report.writable.filter(|_| require_writable),
+                replication: report.replication,
             }
         }
     }
@@ -226,7 +228,9 @@ impl ProbeActor {
             let timed_out = !result.is_success() && started.elapsed() >= timeout;
             crate::metrics::record_check(&settings.connection, &result);
             match &result {
-                CheckResult::Success { latency, writable } => tracing::debug!(
+                CheckResult::Success {
+                    latency, writable, ..
+                } => tracing::debug!(
                     latency_ms = latency.as_secs_f64() * 1000.0,
                     writable = ?writable,
                     "check succeeded"

@@ -6,46 +6,63 @@ use crate::messages::{
 };
 use crate::state::StateActor;
 use actix::prelude::*;
+use dbfailover_core::config::Failback;
 use dbfailover_core::event::status_events;
 use dbfailover_core::route::Preference;
 use dbfailover_core::{
     ActiveConnection, ActiveRole, ConnectionStatus, ConnectionView, EventOrigin, FailoverEvent,
-    Role, RoleNames, Router,
+    RoleNames, Router,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The router's decision, published for readers that must not wait on a mailbox (the routed handle).
 ///
-/// One atomic word holds the active role and the switch epoch, so a read is one load and never tears.
+/// One atomic word holds the active node and the switch epoch, so a read is one load and never tears.
 #[derive(Debug, Default)]
 pub struct SharedActive(AtomicU64);
 
-/// A lock-free read of the active role and switch epoch.
+/// A lock-free read of the active node and switch epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ActiveSnapshot {
     /// The active role.
     pub role: ActiveRole,
+    /// The active node: 0 the primary, 1 and up the failovers in order; `None` in limited mode.
+    pub node: Option<usize>,
     /// The switch epoch.
     pub epoch: u64,
 }
+
+/// The low byte of the word: the active node, or this for limited functionality mode.
+const BLOCKING: u64 = 0xff;
+
+/// The most nodes routing can use (the primary and the failovers): one byte of the word, less the
+/// blocking marker.
+pub const MAX_NODES: usize = 255;
 
 impl SharedActive {
     /// Reads the current decision.
     #[inline]
     pub fn load(&self) -> ActiveSnapshot {
         let word = self.0.load(Ordering::Acquire);
+        let node = match word & BLOCKING {
+            BLOCKING => None,
+            // Invariant: only `store` writes the word, with a node below `MAX_NODES`.
+            index => Some(index as usize),
+        };
         ActiveSnapshot {
-            // Invariant: only `store` writes the word, always with a valid role index in the low bits;
-            // the fallback is unreachable and errs on the side of the primary, as before the first check.
-            role: ActiveRole::from_index((word & 0b11) as u8).unwrap_or(ActiveRole::Primary),
-            epoch: word >> 2,
+            role: RoleNames::active_role(node),
+            node,
+            epoch: word >> 8,
         }
     }
 
-    fn store(&self, role: ActiveRole, epoch: u64) {
-        self.0
-            .store((epoch << 2) | u64::from(role.to_index()), Ordering::Release);
+    fn store(&self, node: Option<usize>, epoch: u64) {
+        let index = node
+            .and_then(|n| u64::try_from(n).ok())
+            .filter(|n| *n < BLOCKING)
+            .unwrap_or(BLOCKING);
+        self.0.store((epoch << 8) | index, Ordering::Release);
     }
 }
 
@@ -55,30 +72,39 @@ impl SharedActive {
 pub struct RouterActor {
     router: Router,
     enabled: bool,
-    primary: ConnectionView,
-    failover: ConnectionView,
+    /// What routing knows of each node (0: the primary, then the failovers in order).
+    views: Vec<ConnectionView>,
     shared: Arc<SharedActive>,
     subscribers: Vec<(SubscriptionId, Recipient<FailoverEvent>)>,
     next_subscription: u64,
-    probe_primary: Option<Recipient<CheckNow>>,
-    probe_failover: Option<Recipient<CheckNow>>,
+    /// Each node's probe, for the checks routing asks for.
+    probes: Vec<Option<Recipient<CheckNow>>>,
     state: Option<Addr<StateActor>>,
 }
 
 impl RouterActor {
     /// A router on the primary, epoch 0. With `enabled = false` it never leaves the primary.
     pub fn new(names: RoleNames, enabled: bool, shared: Arc<SharedActive>) -> Self {
-        shared.store(ActiveRole::Primary, 0);
+        Self::with_failback(names, enabled, Failback::Auto, shared)
+    }
+
+    /// [`RouterActor::new`] with the given failback.
+    pub fn with_failback(
+        names: RoleNames,
+        enabled: bool,
+        failback: Failback,
+        shared: Arc<SharedActive>,
+    ) -> Self {
+        shared.store(Some(0), 0);
+        let nodes = names.node_count();
         Self {
-            router: Router::new(names),
+            router: Router::new(names).with_failback(failback),
             enabled,
-            primary: ConnectionView::default(),
-            failover: ConnectionView::default(),
+            views: vec![ConnectionView::default(); nodes],
             shared,
             subscribers: Vec::new(),
             next_subscription: 1,
-            probe_primary: None,
-            probe_failover: None,
+            probes: vec![None; nodes],
             state: None,
         }
     }
@@ -108,36 +134,32 @@ impl RouterActor {
         if !self.enabled {
             return;
         }
-        let before = self.router.active_role();
-        let outcome = self
-            .router
-            .update(self.primary, self.failover, chrono::Utc::now());
+        let before = self.router.active_node();
+        let fenced = vec![false; self.views.len()];
+        let outcome = self.router.update(&self.views, &fenced, chrono::Utc::now());
         let events = outcome
             .events
             .into_iter()
             .map(|e| e.with_origin(origin))
             .collect();
         self.after_change(before, events);
-        if let Some(role) = outcome.check_now {
-            let probe = match role {
-                Role::Primary => self.probe_primary.as_ref(),
-                _ => self.probe_failover.as_ref(),
-            };
-            if let Some(probe) = probe {
-                probe.do_send(CheckNow { confirm: true });
-            }
+        if let Some(node) = outcome.check_now
+            && let Some(Some(probe)) = self.probes.get(node)
+        {
+            probe.do_send(CheckNow { confirm: true });
         }
     }
 
-    fn after_change(&mut self, before: ActiveRole, events: Vec<FailoverEvent>) {
-        let after = self.router.active_role();
+    fn after_change(&mut self, before: Option<usize>, events: Vec<FailoverEvent>) {
+        let after = self.router.active_node();
         self.shared.store(after, self.router.epoch());
         crate::metrics::record_active(self.router.names(), after, before != after);
         if before != after {
+            let names = self.router.names();
             tracing::warn!(
-                from = %before,
-                to = %after,
-                connection = self.router.names().name(after),
+                from = names.node_name(before),
+                to = names.node_name(after),
+                role = %RoleNames::active_role(after),
                 epoch = self.router.epoch(),
                 "active connection switched"
             );
@@ -159,8 +181,11 @@ impl Handler<SetProbes> for RouterActor {
     type Result = ();
 
     fn handle(&mut self, msg: SetProbes, _ctx: &mut Context<Self>) {
-        self.probe_primary = msg.primary;
-        self.probe_failover = msg.failover;
+        for (node, probe) in msg.probes.into_iter().enumerate() {
+            if let Some(slot) = self.probes.get_mut(node) {
+                *slot = probe;
+            }
+        }
     }
 }
 
@@ -175,10 +200,11 @@ impl Handler<StatusChanged> for RouterActor {
                 .collect();
             self.publish(events);
         }
-        match msg.role {
-            Role::Primary => self.primary = msg.view,
-            Role::Failover => self.failover = msg.view,
-            Role::Other => return,
+        let Some(node) = self.router.names().node_of(&msg.connection) else {
+            return;
+        };
+        if let Some(view) = self.views.get_mut(node) {
+            *view = msg.view;
         }
         self.reroute(msg.origin);
     }
@@ -224,13 +250,13 @@ impl Handler<Unsubscribe> for RouterActor {
 impl RouterActor {
     /// Applies a forced switch: its target is HEALTHY and preferred until probes find it DOWN.
     fn apply_force(&mut self, preference: Preference, origin: EventOrigin) {
-        let view = match preference {
-            Preference::Primary => &mut self.primary,
-            Preference::Failover => &mut self.failover,
-        };
-        *view = ConnectionView::checked(ConnectionStatus::Healthy);
-        let before = self.router.active_role();
-        let outcome = self.router.force(preference, chrono::Utc::now());
+        let node = preference.node();
+        if let Some(view) = self.views.get_mut(node) {
+            view.status = ConnectionStatus::Healthy;
+            view.checked = true;
+        }
+        let before = self.router.active_node();
+        let outcome = self.router.force(node, chrono::Utc::now());
         tracing::warn!(target_connection = ?preference, ?origin, "forced switch");
         let events = outcome
             .events
@@ -249,10 +275,7 @@ impl Handler<ForceSwitch> for RouterActor {
             tracing::warn!("forced switch ignored: failover is disabled (enabled = false)");
             return Box::pin(actix::fut::ready(self.router.active()));
         }
-        let target: Arc<str> = match msg.0 {
-            Preference::Primary => self.router.names().primary.as_str().into(),
-            Preference::Failover => self.router.names().failover.as_str().into(),
-        };
+        let target: Arc<str> = self.router.names().node_name(Some(msg.0.node())).into();
         let Some(state) = self.state.clone() else {
             self.apply_force(msg.0, EventOrigin::Local);
             return Box::pin(actix::fut::ready(self.router.active()));

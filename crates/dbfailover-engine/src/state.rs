@@ -177,12 +177,17 @@ impl StateActor {
     }
 
     fn store_failed(&mut self, what: &'static str, error: String) {
-        tracing::warn!(
-            store = %self.store.describe(),
-            operation = what,
-            %error,
-            "state store unavailable; going on from local state"
-        );
+        if self.replica.in_outage() {
+            // Once per outage at warn (with the event); the retries that fail too at debug.
+            tracing::debug!(store = %self.store.describe(), operation = what, %error, "state store still unavailable");
+        } else {
+            tracing::warn!(
+                store = %self.store.describe(),
+                operation = what,
+                %error,
+                "state store unavailable; going on from local state"
+            );
+        }
         self.replica.handle_store_error(error, now());
     }
 
@@ -195,6 +200,7 @@ impl StateActor {
                     view,
                     transition,
                     origin,
+                    facts,
                 } => {
                     crate::metrics::record_status(&connection, view.status);
                     if let Some(t) = &transition {
@@ -213,6 +219,7 @@ impl StateActor {
                         view,
                         transition,
                         origin,
+                        facts,
                     });
                 }
                 Output::Forced { preference, origin } => match origin {

@@ -11,7 +11,7 @@ use crate::state::StateActor;
 use crate::store::{MemoryStore, StateStore};
 use actix::prelude::*;
 use dbfailover_core::route::Preference;
-use dbfailover_core::{ActiveConnection, ActiveRole, Config, FailoverEvent, Role, RoleNames};
+use dbfailover_core::{ActiveConnection, Config, FailoverEvent, Role, RoleNames};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -156,7 +156,13 @@ impl FailoverSystem {
         let shared = Arc::new(SharedActive::default());
         let monitored = self.config.monitored();
 
-        let router = RouterActor::new(names.clone(), enabled, Arc::clone(&shared)).start();
+        let router = RouterActor::with_failback(
+            names.clone(),
+            enabled,
+            self.config.failover.failback,
+            Arc::clone(&shared),
+        )
+        .start();
         let connections: Vec<(Arc<str>, Role)> = monitored
             .iter()
             .map(|m| (Arc::<str>::from(m.name), m.role))
@@ -204,12 +210,17 @@ impl FailoverSystem {
             tracing::info!("failover disabled: no probes run, every request answers the primary");
         }
         router.do_send(SetProbes {
-            primary: probes.get(&names.primary).map(|a| a.clone().recipient()),
-            failover: probes.get(&names.failover).map(|a| a.clone().recipient()),
+            probes: (0..names.node_count())
+                .map(|node| {
+                    probes
+                        .get(names.node_name(Some(node)))
+                        .map(|a| a.clone().recipient())
+                })
+                .collect(),
         });
         tracing::info!(
             primary = %names.primary,
-            failover = %names.failover,
+            failover = %names.failovers.join(", "),
             monitored = connections.len(),
             enabled,
             "failover engine started"
@@ -323,7 +334,7 @@ impl FailoverHandle {
         let snapshot = self.active_snapshot();
         ActiveConnection {
             role: snapshot.role,
-            name: self.inner.names.name(snapshot.role).to_owned(),
+            name: self.inner.names.node_name(snapshot.node).to_owned(),
             epoch: snapshot.epoch,
         }
     }
@@ -426,12 +437,13 @@ impl FailoverHandle {
         Ok(())
     }
 
-    /// [`FailoverHandle::report_query_failure`] for whichever connection `role` names.
-    pub fn report_role_failure(&self, role: ActiveRole) -> Result<(), EngineError> {
-        if role == ActiveRole::Blocking {
+    /// [`FailoverHandle::report_query_failure`] for node `node` (0: the primary, then the failovers in
+    /// order); nothing for limited functionality mode (`None`).
+    pub fn report_node_failure(&self, node: Option<usize>) -> Result<(), EngineError> {
+        let Some(node) = node else {
             return Ok(());
-        }
-        let name = self.inner.names.name(role).to_owned();
+        };
+        let name = self.inner.names.node_name(Some(node)).to_owned();
         self.report_query_failure(&name)
     }
 

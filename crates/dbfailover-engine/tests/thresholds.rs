@@ -146,7 +146,7 @@ async fn healthy_fires_once_per_transition_not_per_check() {
 }
 
 #[actix_rt::test]
-async fn a_read_only_connection_counts_as_failed_and_the_event_says_why() {
+async fn a_read_only_primary_is_reachable_not_down_and_writes_go_elsewhere_until_it_is_writable() {
     tokio::time::pause();
     let primary = Scripted::new(Mode::Up);
     let handle = common::start(config(), primary.clone(), Scripted::new(Mode::Up));
@@ -156,13 +156,15 @@ async fn a_read_only_connection_counts_as_failed_and_the_event_says_why() {
     primary.set(Mode::ReadOnly);
     sleep_ms(500).await;
     assert_eq!(handle.active().role, ActiveRole::Failover);
-    let first = events.lock().unwrap()[0].clone();
-    let json = serde_json::to_value(&first).unwrap();
-    assert_eq!(json["event"], "PrimaryConnectionDown");
-    assert!(
-        json["reason"].as_str().unwrap().contains("read-only"),
-        "{json}"
-    );
+    let states = handle.connection_states().await.unwrap();
+    assert_eq!(states[0].state.status, dbfailover_core::ConnectionStatus::Healthy);
+    assert_eq!(states[0].state.writable, Some(false));
+    let seen = drain(&events);
+    assert!(!seen.contains(&"PrimaryConnectionDown"), "{seen:?}");
+    assert!(seen.contains(&"SwitchedToFailoverConnection"), "{seen:?}");
+    primary.set(Mode::Up);
+    sleep_ms(500).await;
+    assert_eq!(handle.active().role, ActiveRole::Primary, "writable again");
 }
 
 #[actix_rt::test]

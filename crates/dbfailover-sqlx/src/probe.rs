@@ -151,6 +151,7 @@ async fn check_sqlite(
     result.map_err(|e| ProbeError::new(format!("health query: {}", text_of(e))))?;
     Ok(ProbeReport {
         writable: query_only.ok().map(|q| q == 0),
+        replication: None,
     })
 }
 
@@ -175,19 +176,49 @@ async fn check_postgres(
             .execute(&mut conn)
             .await
             .map_err(|e| ProbeError::new(format!("health query: {}", text_of(e))))?;
-        let (in_recovery, read_only): (bool, String) =
-            sqlx::query_as("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')")
+        // Role, writability, cluster identity and timeline in one round trip. The cluster identity
+        // needs `pg_control_system()` (superusers and `pg_monitor` by default): without it, the
+        // role and writability still come.
+        let full: Result<(bool, String, Option<String>, Option<i32>), _> =
+            sqlx::query_as(PG_ROLE_QUERY).fetch_one(&mut conn).await;
+        let (in_recovery, read_only, cluster, timeline) = match full {
+            Ok(row) => row,
+            Err(error) => {
+                tracing::debug!(error = %text_of(&error), "replication facts unavailable; role only");
+                let (in_recovery, read_only): (bool, String) = sqlx::query_as(
+                    "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')",
+                )
                 .fetch_one(&mut conn)
                 .await
                 .map_err(|e| ProbeError::new(format!("writability query: {}", text_of(e))))?;
+                (in_recovery, read_only, None, None)
+            }
+        };
         Ok(ProbeReport {
             writable: Some(!in_recovery && read_only != "on"),
+            replication: Some(dbfailover_core::Replication {
+                replicating: in_recovery,
+                cluster,
+                timeline: timeline.and_then(|t| u32::try_from(t).ok()),
+            }),
         })
     }
     .await;
     let _ = conn.close().await;
     outcome
 }
+
+/// A PostgreSQL node's role, writability, cluster identity (`system_identifier`) and timeline: a
+/// writer's from its WAL position, a standby's from its WAL receiver (or its last checkpoint).
+#[cfg(feature = "postgres")]
+const PG_ROLE_QUERY: &str = "SELECT pg_is_in_recovery(), \
+    current_setting('transaction_read_only'), \
+    (SELECT system_identifier::text FROM pg_control_system()), \
+    CASE WHEN pg_is_in_recovery() \
+        THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), \
+                      (SELECT timeline_id FROM pg_control_checkpoint())) \
+        ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int \
+    END";
 
 #[cfg(feature = "mysql")]
 async fn check_mysql(
@@ -229,8 +260,38 @@ async fn check_mysql(
                 .fetch_one(&mut conn)
                 .await
                 .unwrap_or(0);
+        // A running replica thread is replication evidence (`read_only` alone may be maintenance).
+        // `SHOW REPLICA STATUS` needs REPLICA MONITOR / REPLICATION CLIENT: without it, unknown.
+        let replicating = match sqlx::query("SHOW REPLICA STATUS")
+            .fetch_all(&mut conn)
+            .await
+        {
+            Ok(rows) => Some(rows.iter().any(|row| {
+                use sqlx::Row;
+                [
+                    "Slave_IO_Running",
+                    "Slave_SQL_Running",
+                    "Replica_IO_Running",
+                    "Replica_SQL_Running",
+                ]
+                .iter()
+                .any(|column| {
+                    row.try_get::<String, _>(*column)
+                        .is_ok_and(|v| v.eq_ignore_ascii_case("yes"))
+                })
+            })),
+            Err(error) => {
+                tracing::debug!(error = %text_of(&error), "replica status unavailable");
+                None
+            }
+        };
         Ok(ProbeReport {
             writable: Some(read_only == 0 && super_read_only == 0),
+            replication: replicating.map(|replicating| dbfailover_core::Replication {
+                replicating,
+                cluster: None,
+                timeline: None,
+            }),
         })
     }
     .await;

@@ -1,7 +1,7 @@
 //! The routed handle: the active database's `sqlx` pool, or at once the limited-mode error.
 
 use crate::error::RoutedError;
-use dbfailover_core::{ActiveRole, Config};
+use dbfailover_core::{ActiveRole, Config, RoleNames};
 use dbfailover_engine::{ActiveSnapshot, FailoverHandle, SharedActive};
 use sqlx::pool::{PoolConnection, PoolOptions};
 use sqlx::{Database, Pool};
@@ -45,17 +45,22 @@ pub fn is_connection_error(error: &sqlx::Error) -> bool {
     }
 }
 
-/// A connection taken from the active database's pool, with the role it came from.
+/// A connection taken from the active database's pool, with the node it came from.
 pub struct RoutedConnection<DB: Database> {
     connection: PoolConnection<DB>,
-    role: ActiveRole,
+    node: usize,
     epoch: u64,
 }
 
 impl<DB: Database> RoutedConnection<DB> {
     /// The role of the database this connection belongs to.
     pub fn role(&self) -> ActiveRole {
-        self.role
+        RoleNames::active_role(Some(self.node))
+    }
+
+    /// The node it belongs to (0: the primary, then the failovers in order).
+    pub fn node(&self) -> usize {
+        self.node
     }
 
     /// The switch epoch at which it was routed.
@@ -86,6 +91,8 @@ impl<DB: Database> DerefMut for RoutedConnection<DB> {
 pub struct Route<'a, DB: Database> {
     /// The active role (never blocking: that is an error).
     pub role: ActiveRole,
+    /// The active node (0: the primary, then the failovers in order).
+    pub node: usize,
     /// The active connection's configured name.
     pub name: &'a str,
     /// The switch epoch.
@@ -103,8 +110,8 @@ pub struct Route<'a, DB: Database> {
 pub struct RoutedPool<DB: Database> {
     engine: FailoverHandle,
     shared: Arc<SharedActive>,
-    primary: Pool<DB>,
-    failover: Pool<DB>,
+    /// One pool per node: the primary's, then the failovers' in order.
+    pools: Vec<Pool<DB>>,
     seen_epoch: AtomicU64,
     report_slow_acquire_after: Duration,
 }
@@ -115,13 +122,18 @@ const SLOW_ACQUIRE_POLL: Duration = Duration::from_millis(2);
 impl<DB: Database> RoutedPool<DB> {
     /// A routed handle over two pools (primary's and failover's) that the caller built.
     pub fn new(engine: FailoverHandle, primary: Pool<DB>, failover: Pool<DB>) -> Self {
+        Self::with_pools(engine, vec![primary, failover])
+    }
+
+    /// A routed handle over one pool per node that the caller built: the primary's, then the
+    /// failovers' in the configured order.
+    pub fn with_pools(engine: FailoverHandle, pools: Vec<Pool<DB>>) -> Self {
         let shared = engine.shared_active();
         let seen_epoch = AtomicU64::new(shared.load().epoch);
         Self {
             engine,
             shared,
-            primary,
-            failover,
+            pools,
             seen_epoch,
             report_slow_acquire_after: Self::DEFAULT_REPORT_SLOW_ACQUIRE_AFTER,
         }
@@ -139,7 +151,7 @@ impl<DB: Database> RoutedPool<DB> {
         self
     }
 
-    /// A routed handle with lazy pools for the primary and failover of `config`, built with `options`
+    /// A routed handle with lazy pools for the primary and the failovers of `config`, built with `options`
     /// (their acquire timeout defaults to the health check's timeout). The pools close a connection
     /// given back while their database is not the active one (this replaces any `after_release` hook
     /// of `options`).
@@ -165,18 +177,19 @@ impl<DB: Database> RoutedPool<DB> {
         let shared = engine.shared_active();
         // A connection given back to the pool of a database that is no longer active is closed, not
         // kept idle: nothing keeps talking to a database routing has left.
-        let for_role = |role: ActiveRole| {
+        let for_node = |node: usize| {
             let shared = Arc::clone(&shared);
             options.clone().after_release(move |_conn, _meta| {
-                let keep = shared.load().role == role;
+                let keep = shared.load().node == Some(node);
                 Box::pin(async move { Ok(keep) })
             })
         };
-        let primary =
-            for_role(ActiveRole::Primary).connect_lazy(&url_of(&config.failover.primary)?)?;
-        let failover =
-            for_role(ActiveRole::Failover).connect_lazy(&url_of(&config.failover.failover)?)?;
-        Ok(Self::new(engine, primary, failover))
+        let names = config.role_names();
+        let mut pools = Vec::with_capacity(names.node_count());
+        for node in 0..names.node_count() {
+            pools.push(for_node(node).connect_lazy(&url_of(names.node_name(Some(node)))?)?);
+        }
+        Ok(Self::with_pools(engine, pools))
     }
 
     /// The engine this handle follows.
@@ -190,13 +203,9 @@ impl<DB: Database> RoutedPool<DB> {
         self.shared.load()
     }
 
-    /// The pool of `role` (primary or failover).
-    pub fn pool_of(&self, role: ActiveRole) -> Option<&Pool<DB>> {
-        match role {
-            ActiveRole::Primary => Some(&self.primary),
-            ActiveRole::Failover => Some(&self.failover),
-            ActiveRole::Blocking => None,
-        }
+    /// The pool of node `node` (0: the primary, then the failovers in order).
+    pub fn pool_of(&self, node: usize) -> Option<&Pool<DB>> {
+        self.pools.get(node)
     }
 
     /// Where a query should go now, or the limited-mode error. No I/O, no waiting.
@@ -205,10 +214,14 @@ impl<DB: Database> RoutedPool<DB> {
         let snapshot = self.snapshot();
         self.after_switch(snapshot);
         let names = self.engine.names();
-        match self.pool_of(snapshot.role) {
-            Some(pool) => Ok(Route {
+        match snapshot
+            .node
+            .and_then(|node| Some((node, self.pool_of(node)?)))
+        {
+            Some((node, pool)) => Ok(Route {
                 role: snapshot.role,
-                name: names.name(snapshot.role),
+                node,
+                name: names.node_name(Some(node)),
                 epoch: snapshot.epoch,
                 pool,
             }),
@@ -230,20 +243,20 @@ impl<DB: Database> RoutedPool<DB> {
     pub async fn acquire(&self) -> Result<RoutedConnection<DB>, RoutedError> {
         loop {
             let route = self.route()?;
-            let (role, epoch) = (route.role, route.epoch);
+            let (node, epoch) = (route.node, route.epoch);
             let mut acquire = std::pin::pin!(route.pool.acquire());
             // The common case: an idle connection is there; no timer is armed for it.
             let first =
                 std::future::poll_fn(|cx| std::task::Poll::Ready(acquire.as_mut().poll(cx))).await;
             let result = match first {
                 std::task::Poll::Ready(result) => Some(result),
-                std::task::Poll::Pending => self.wait_for(acquire, role, epoch).await,
+                std::task::Poll::Pending => self.wait_for(acquire, node, epoch).await,
             };
             if let Some(result) = result {
-                let connection = self.observe(role, result)?;
+                let connection = self.observe(node, result)?;
                 return Ok(RoutedConnection {
                     connection,
-                    role,
+                    node,
                     epoch,
                 });
             }
@@ -263,16 +276,16 @@ impl<DB: Database> RoutedPool<DB> {
         work: impl AsyncFnOnce(&mut DB::Connection) -> Result<T, sqlx::Error>,
     ) -> Result<T, RoutedError> {
         let mut connection = self.acquire().await?;
-        let role = connection.role();
+        let node = connection.node();
         let result = work(&mut connection).await;
-        self.observe(role, result)
+        self.observe(node, result)
     }
 
     /// Waits for a pending acquisition; `None` when routing switched meanwhile.
     async fn wait_for<F>(
         &self,
         mut acquire: std::pin::Pin<&mut F>,
-        role: ActiveRole,
+        node: usize,
         epoch: u64,
     ) -> Option<F::Output>
     where
@@ -290,7 +303,7 @@ impl<DB: Database> RoutedPool<DB> {
                     if !reported && started.elapsed() >= self.report_slow_acquire_after {
                         reported = true;
                         // The engine may have stopped; the acquisition goes on regardless.
-                        let _ = self.engine.report_role_failure(role);
+                        let _ = self.engine.report_node_failure(Some(node));
                     }
                 }
             }
@@ -298,20 +311,21 @@ impl<DB: Database> RoutedPool<DB> {
     }
 
     /// Passes a query's result through: a connection error (lost, refused, timed out) is reported to
-    /// the engine for a fast recheck of the database it came from, and wrapped with that database's name.
+    /// the engine for a fast recheck of the database it came from (node `node`), and wrapped with that
+    /// database's name.
     pub fn observe<T>(
         &self,
-        role: ActiveRole,
+        node: usize,
         result: Result<T, sqlx::Error>,
     ) -> Result<T, RoutedError> {
         result.map_err(|source| {
             let connection_error = is_connection_error(&source);
             if connection_error {
                 // The engine may have stopped; the query's own error is what the caller needs.
-                let _ = self.engine.report_role_failure(role);
+                let _ = self.engine.report_node_failure(Some(node));
             }
             RoutedError::Database {
-                connection: self.engine.names().name(role).to_owned(),
+                connection: self.engine.names().node_name(Some(node)).to_owned(),
                 connection_error,
                 source,
             }
@@ -328,13 +342,11 @@ impl<DB: Database> RoutedPool<DB> {
             return;
         }
         // Close the idle connections of every database that is not active now.
-        for role in [ActiveRole::Primary, ActiveRole::Failover] {
-            if role == snapshot.role {
+        for (node, pool) in self.pools.iter().enumerate() {
+            if Some(node) == snapshot.node {
                 continue;
             }
-            if let (Some(pool), Ok(runtime)) =
-                (self.pool_of(role), tokio::runtime::Handle::try_current())
-            {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 let pool = pool.clone();
                 runtime.spawn(async move { close_idle(&pool).await });
             }

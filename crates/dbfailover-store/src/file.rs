@@ -1,9 +1,12 @@
 //! A state file shared by the processes of one host.
 //!
-//! The file is a JSON object `{"entries": {<key>: {"value": <text>, "expires_at_ms": <Unix ms>}}}`
-//! holding the records and the seed's keys under their key names ([`crate::keys`]); an entry past its
-//! expiry reads as missing. A file that cannot be parsed reads as unreadable for every record, so a
-//! write expecting that replaces the whole file with its own records.
+//! The file is a JSON object `{"entries": {<key>: {"value": <text>, "boot": <boot id>, "expires":
+//! <uptime ms>}}}` holding the records and the seed's keys under their key names ([`crate::keys`]).
+//! Expiry is measured on the host's own clock since boot (`/proc/uptime`, with the boot's id), the
+//! same for every process of the host whatever its wall clock says: an entry past its expiry, or
+//! written before the last boot, reads as missing. A file that cannot be parsed, or a path that is not
+//! a regular file (a link, a FIFO), reads as unreadable for every record, so a write expecting that
+//! replaces it with a new file of its own records.
 //!
 //! Every compare-and-set takes an exclusive lock on a lock file beside the state file (`PATH.lock`,
 //! never replaced, never followed if it is a symbolic link), reads the state file, checks every
@@ -43,7 +46,31 @@ struct Contents {
 #[derive(Debug, Serialize, Deserialize)]
 struct Entry {
     value: String,
-    expires_at_ms: i64,
+    /// The boot the expiry counts from.
+    #[serde(default)]
+    boot: String,
+    /// Milliseconds since that boot after which the entry reads as missing.
+    expires: u64,
+}
+
+/// The host's clock for expiry: the boot's id and the milliseconds since it, from the kernel, so that
+/// no process's wall clock (or a clock-faking library) moves it. `None` where `/proc` does not tell.
+fn host_clock() -> Option<(String, u64)> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+    let seconds: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    // Whole milliseconds since boot: far below u64's range for any real uptime.
+    Some((boot.trim().to_owned(), (seconds * 1000.0) as u64))
+}
+
+impl Entry {
+    fn live(&self, clock: Option<&(String, u64)>) -> bool {
+        match clock {
+            Some((boot, now)) => self.boot == *boot && self.expires > *now,
+            // Without a host clock nothing expires.
+            None => true,
+        }
+    }
 }
 
 /// The state file, as read.
@@ -55,13 +82,13 @@ enum State {
 }
 
 impl State {
-    fn raw(&self, name: &str, now: i64) -> Option<&[u8]> {
+    fn raw(&self, name: &str, clock: Option<&(String, u64)>) -> Option<&[u8]> {
         match self {
             Self::Garbage => Some(UNREADABLE),
             Self::Contents(contents) => contents
                 .entries
                 .get(name)
-                .filter(|e| e.expires_at_ms > now)
+                .filter(|e| e.live(clock))
                 .map(|e| e.value.as_bytes()),
         }
     }
@@ -91,16 +118,21 @@ impl FileStore {
         StoreError::new(format!("file {}: {what}: {e}", self.path.display()))
     }
 
-    /// Takes the lock, waiting at most the timeout.
+    /// Takes the lock, waiting at most the timeout. The lock file is opened without following a link
+    /// and without blocking (a FIFO planted there never hangs a thread), and must be a regular file.
     fn lock(&self) -> Result<File, StoreError> {
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&self.lock_path)
             .map_err(|e| self.error("opening the lock file", e))?;
+        let regular = file.metadata().map(|m| m.is_file()).unwrap_or(false);
+        if !regular {
+            return Err(self.error("opening the lock file", "not a regular file"));
+        }
         let deadline = Instant::now() + self.timeout;
         loop {
             match file.try_lock() {
@@ -119,15 +151,41 @@ impl FileStore {
         }
     }
 
+    /// Reads the state file. Anything but a regular file at the path (a link, a FIFO, a device)
+    /// reads as garbage, never followed and never waited on; the next write replaces it.
     fn read(&self) -> Result<State, StoreError> {
-        match std::fs::read(&self.path) {
-            Ok(bytes) if bytes.is_empty() => Ok(State::Contents(Contents::default())),
-            Ok(bytes) => Ok(serde_json::from_slice(&bytes).map_or(State::Garbage, State::Contents)),
+        use std::io::Read as _;
+        match std::fs::symlink_metadata(&self.path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(State::Contents(Contents::default()))
+                return Ok(State::Contents(Contents::default()));
             }
-            Err(e) => Err(self.error("reading", e)),
+            Err(e) => return Err(self.error("reading", e)),
+            Ok(meta) if !meta.file_type().is_file() => return Ok(State::Garbage),
+            Ok(_) => {}
         }
+        let mut bytes = Vec::new();
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&self.path);
+        match opened {
+            Ok(file) if file.metadata().map(|m| m.is_file()).unwrap_or(false) => {
+                // At most 64 MiB: a state file is a few kilobytes; anything bigger is garbage.
+                file.take(64 << 20)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| self.error("reading", e))?;
+            }
+            Ok(_) => return Ok(State::Garbage),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(State::Contents(Contents::default()));
+            }
+            // Replaced by a link or a FIFO between the two looks.
+            Err(_) => return Ok(State::Garbage),
+        }
+        if bytes.is_empty() {
+            return Ok(State::Contents(Contents::default()));
+        }
+        Ok(serde_json::from_slice(&bytes).map_or(State::Garbage, State::Contents))
     }
 
     fn write(&self, contents: &Contents) -> Result<(), StoreError> {
@@ -152,45 +210,46 @@ impl FileStore {
         &self,
         state: &State,
         keys: impl Iterator<Item = &'k RecordKey>,
-        now: i64,
+        clock: Option<&(String, u64)>,
     ) -> Vec<Slot> {
-        keys.map(|key| Slot::decode(key, state.raw(&keys::record(&self.prefix, key), now)))
+        keys.map(|key| Slot::decode(key, state.raw(&keys::record(&self.prefix, key), clock)))
             .collect()
     }
 
     fn load_blocking(&self, keys: &[RecordKey]) -> Result<Vec<Slot>, StoreError> {
         let state = self.read()?;
-        Ok(self.slots(&state, keys.iter(), now_ms()))
+        Ok(self.slots(&state, keys.iter(), host_clock().as_ref()))
     }
 
     fn cas_blocking(&self, writes: &[Write]) -> Result<CasOutcome, StoreError> {
         let _lock = self.lock()?;
         let state = self.read()?;
-        let now = now_ms();
+        let clock = host_clock();
         let matched = writes.iter().all(|w| {
             w.expect
-                .matches(state.raw(&keys::record(&self.prefix, &w.key), now))
+                .matches(state.raw(&keys::record(&self.prefix, &w.key), clock.as_ref()))
         });
         if !matched {
             return Ok(CasOutcome::Conflict(self.slots(
                 &state,
                 writes.iter().map(|w| &w.key),
-                now,
+                clock.as_ref(),
             )));
         }
         let mut contents = match state {
             State::Contents(contents) => contents,
             State::Garbage => Contents::default(),
         };
-        contents.entries.retain(|_, e| e.expires_at_ms > now);
-        let expires_at_ms =
-            now.saturating_add(i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX));
+        contents.entries.retain(|_, e| e.live(clock.as_ref()));
+        let (boot, now) = clock.clone().unwrap_or_default();
+        let expires = now.saturating_add(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX));
         let mut put = |name: String, value: String| {
             contents.entries.insert(
                 name,
                 Entry {
                     value,
-                    expires_at_ms,
+                    boot: boot.clone(),
+                    expires,
                 },
             );
         };
@@ -206,10 +265,6 @@ impl FileStore {
         self.write(&contents)?;
         Ok(CasOutcome::Written)
     }
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 impl StateStore for FileStore {
@@ -389,8 +444,9 @@ mod tests {
     async fn a_foreign_record_is_never_overwritten() {
         let dir = temp_dir();
         let store = store(&dir, Duration::from_secs(60));
+        let boot = host_clock().map(|(boot, _)| boot).unwrap_or_default();
         let text = serde_json::json!({"entries": {"p_conn_state_main": {
-            "value": "dbfo3 1 ab x", "expires_at_ms": i64::MAX}}});
+            "value": "dbfo3 1 ab x", "boot": boot, "expires": u64::MAX}}});
         std::fs::write(dir.path().join("state.json"), text.to_string()).unwrap_or_default();
         for expect in [
             Expect::Missing,
@@ -402,6 +458,63 @@ mod tests {
                 CasOutcome::Conflict(vec![Slot::Foreign { format: 3 }])
             );
         }
+    }
+
+    fn mkfifo(path: &std::path::Path) {
+        let made = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(made, "mkfifo {}", path.display());
+    }
+
+    #[tokio::test]
+    async fn a_fifo_planted_at_the_lock_path_is_an_error_at_once_never_a_hung_thread() {
+        let dir = temp_dir();
+        let store = store(&dir, Duration::from_secs(60));
+        mkfifo(&dir.path().join("state.json.lock"));
+        let started = std::time::Instant::now();
+        let outcome = store
+            .compare_and_set(&[conn_write(Expect::Missing, 1)])
+            .await;
+        assert!(outcome.is_err());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fifo_or_a_link_at_the_state_path_reads_as_garbage_and_is_replaced_not_followed() {
+        let dir = temp_dir();
+        let store = store(&dir, Duration::from_secs(60));
+        let path = dir.path().join("state.json");
+        mkfifo(&path);
+        assert_eq!(
+            load(&store, &[main()]).await,
+            vec![Slot::Unreadable { header: None }]
+        );
+        assert_eq!(
+            cas(&store, &[conn_write(Expect::Unreadable, 1)]).await,
+            CasOutcome::Written
+        );
+        assert!(std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file()));
+        // A link to another file: never written through.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap_or_default();
+        std::fs::remove_file(&path).unwrap_or_default();
+        std::os::unix::fs::symlink(&victim, &path).unwrap_or_default();
+        assert_eq!(
+            load(&store, &[main()]).await,
+            vec![Slot::Unreadable { header: None }]
+        );
+        assert_eq!(
+            cas(&store, &[conn_write(Expect::Unreadable, 1)]).await,
+            CasOutcome::Written
+        );
+        assert_eq!(std::fs::read(&victim).unwrap_or_default(), b"keep me");
     }
 
     #[tokio::test]

@@ -29,6 +29,16 @@ const ATTEMPTS: usize = 8;
 /// What a record that cannot be read is taken to hold: a value with no header.
 const UNREADABLE: &[u8] = b"";
 
+/// The longest memcached key.
+const MAX_KEY: usize = 250;
+
+/// Whether memcached's text protocol takes `key`: at most 250 bytes, no whitespace or control bytes.
+fn is_memcached_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_KEY
+        && key.bytes().all(|b| b.is_ascii_graphic() || b >= 0x80)
+}
+
 /// The memcached store.
 pub struct MemcachedStore {
     url: String,
@@ -66,13 +76,29 @@ impl MemcachedStore {
                 value: mask_password(url),
                 reason: mask_password(&e.to_string()),
             })?;
+        let key = shared_document(prefix);
+        if !is_memcached_key(&key) {
+            return Err(StoreSetupError::InvalidSetting {
+                key: "state.prefix",
+                value: prefix.to_owned(),
+                reason: format!(
+                    "memcached keys are at most {MAX_KEY} bytes with no spaces or control characters, \
+                     and `{{prefix}}_shared` would not be one"
+                ),
+            });
+        }
         Ok(Self {
             url: url.to_owned(),
             client: Arc::new(client),
-            key: shared_document(prefix),
+            key,
             prefix: prefix.to_owned(),
             ttl,
         })
+    }
+
+    /// Whether `prefix` makes valid memcached keys (what [`MemcachedStore::new`] checks).
+    pub fn valid_prefix(prefix: &str) -> bool {
+        is_memcached_key(&shared_document(prefix))
     }
 
     fn expiration(&self) -> u32 {
@@ -182,6 +208,11 @@ impl Job {
             else {
                 continue;
             };
+            if !is_memcached_key(&keys.status) || !is_memcached_key(&keys.failure_count) {
+                // A connection name memcached cannot key (spaces, length): its records are in the
+                // document all the same; only the seed's mirror is skipped.
+                continue;
+            }
             let mirrored = self
                 .client
                 .set(&keys.status, status.as_str(), self.expiration)

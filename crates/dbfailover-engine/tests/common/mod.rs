@@ -67,12 +67,14 @@ impl Probe for Scripted {
             match mode {
                 Mode::Up => Ok(ProbeReport {
                     writable: Some(true),
+                    replication: None,
                 }),
                 Mode::Refuse => Err(ProbeError::new("connection refused")),
                 Mode::Hang => std::future::pending().await,
                 Mode::Panic => panic!("scripted probe panic"),
                 Mode::ReadOnly => Ok(ProbeReport {
                     writable: Some(false),
+                    replication: None,
                 }),
             }
         })
