@@ -5,16 +5,23 @@
 //! A fault reaches every process of the server, as a crashed or frozen host would: the main process
 //! (postmaster, `mariadbd`) first, then each of its descendants, signalled one by one by pid. A process
 //! group would not do: PostgreSQL backends call `setsid()` and leave the postmaster's group.
+//!
+//! Servers can also replicate for real: a PostgreSQL standby made by `pg_basebackup` that streams
+//! from its primary, or a MariaDB replica following its primary by GTID; each can be promoted, and a
+//! PostgreSQL replay can be paused to make a replica lag. Replicas are servers like the others: the
+//! same faults reach them.
 
 use dbfailover::DatabaseUrl;
 use dbfailover::sqlx::sqlx::mysql::MySqlConnectOptions;
 use dbfailover::sqlx::sqlx::postgres::PgConnectOptions;
 use dbfailover::sqlx::sqlx::{self, ConnectOptions, Connection};
-use std::collections::HashSet;
+use dbfailover::sqlx::sqlx::{Column, Row};
+use std::collections::{BTreeMap, HashSet};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -40,6 +47,25 @@ pub struct DbServer {
     port: u16,
     child: Option<Child>,
     run_as: Option<(u32, u32)>,
+    /// Set up for replication: PostgreSQL logs hint bits (`wal_log_hints`, which `pg_rewind` needs);
+    /// MariaDB keeps a row-based binary log with GTIDs, its port as server id.
+    replication: bool,
+    /// MariaDB: follows a writer, so starts read-only; promotion clears it. (A PostgreSQL standby
+    /// keeps this in its data folder: `standby.signal`.)
+    follower: AtomicBool,
+}
+
+/// How long a replica may take to follow its writer, or a promoted one to accept writes.
+const REPLICATION_DEADLINE: Duration = Duration::from_secs(30);
+
+/// `text` as an SQL string literal for both servers (without backslashes, which MariaDB reads as
+/// escapes and PostgreSQL does not).
+fn sql_literal(text: &str) -> String {
+    assert!(
+        !text.contains('\\'),
+        "no backslash in SQL text here: {text:?}"
+    );
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 fn free_port() -> u16 {
@@ -299,8 +325,73 @@ impl DbServer {
         Self::create(Kind::MariaDb, name).await
     }
 
+    /// Starts a PostgreSQL server named `name` that replicas can follow, and that can follow another
+    /// writer after a failover ([`DbServer::make_replica_of`]).
+    pub async fn postgres_primary_for_replication(name: &str) -> Self {
+        Self::create_with(Kind::Postgres, name, true).await
+    }
+
+    /// Starts a MariaDB server named `name` with a binary log (GTIDs, row format) that replicas can
+    /// follow.
+    pub async fn mariadb_primary_for_replication(name: &str) -> Self {
+        Self::create_with(Kind::MariaDb, name, true).await
+    }
+
+    /// Starts a PostgreSQL standby named `name` of `primary`, streaming from it (see
+    /// [`DbServer::replica_of`]).
+    pub async fn postgres_replica_of(primary: &DbServer, name: &str) -> Self {
+        assert_eq!(
+            primary.kind,
+            Kind::Postgres,
+            "{} is not PostgreSQL",
+            primary.name
+        );
+        Self::replica_of(primary, name).await
+    }
+
+    /// Starts a MariaDB replica named `name` of `primary`, following it by GTID (see
+    /// [`DbServer::replica_of`]).
+    pub async fn mariadb_replica_of(primary: &DbServer, name: &str) -> Self {
+        assert_eq!(
+            primary.kind,
+            Kind::MariaDb,
+            "{} is not MariaDB",
+            primary.name
+        );
+        Self::replica_of(primary, name).await
+    }
+
+    /// Starts a replica named `name` of `primary` (a writer of the same kind), on a port of its own,
+    /// and returns once it follows: PostgreSQL's `pg_stat_replication` on the primary shows it
+    /// `streaming` (its `application_name` is `name`); a MariaDB replica has applied everything the
+    /// primary had logged and its I/O thread runs. A replica refuses the application's writes.
+    ///
+    /// Its data is the primary's: its `whoami` table holds the primary's name, not `name`.
+    ///
+    /// # Panics
+    /// When `primary` is a MariaDB server without a binary log (not made by
+    /// [`DbServer::mariadb_primary_for_replication`]), or the replica does not follow within 30 s.
+    pub async fn replica_of(primary: &DbServer, name: &str) -> Self {
+        let mut server = Self::unstarted(primary.kind, name, true);
+        server.follow(primary).await;
+        server
+    }
+
     /// Starts a server of `kind`.
     pub async fn create(kind: Kind, name: &str) -> Self {
+        Self::create_with(kind, name, false).await
+    }
+
+    async fn create_with(kind: Kind, name: &str, replication: bool) -> Self {
+        let mut server = Self::unstarted(kind, name, replication);
+        server.init();
+        server.start().await;
+        server.setup().await;
+        server
+    }
+
+    /// A server of `kind` with its folder and port, not initialised.
+    fn unstarted(kind: Kind, name: &str, replication: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix(&format!("dbfailover-{name}-"))
             .tempdir()
@@ -320,18 +411,16 @@ impl DbServer {
         } else {
             None
         };
-        let mut server = Self {
+        Self {
             kind,
             name: name.to_owned(),
             dir,
             port: free_port(),
             child: None,
             run_as,
-        };
-        server.init();
-        server.start().await;
-        server.setup().await;
-        server
+            replication,
+            follower: AtomicBool::new(false),
+        }
     }
 
     fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
@@ -359,6 +448,7 @@ impl DbServer {
                         .arg(self.data())
                         .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"]),
                 );
+                self.allow_replication_connections();
             }
             Kind::MariaDb => {
                 // Concurrent bootstraps occasionally fail on a loaded machine; a fresh folder and
@@ -392,6 +482,27 @@ impl DbServer {
         }
     }
 
+    /// PostgreSQL: lets standbys connect from 127.0.0.1 (`initdb -A trust` usually has that line
+    /// already).
+    fn allow_replication_connections(&self) {
+        let hba = self.data().join("pg_hba.conf");
+        let text = std::fs::read_to_string(&hba)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", hba.display()));
+        let allowed = text.lines().any(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            words.len() >= 5
+                && words[..4] == ["host", "replication", "all", "127.0.0.1/32"]
+                && words[4] == "trust"
+        });
+        if !allowed {
+            std::fs::write(
+                &hba,
+                format!("{text}\nhost replication all 127.0.0.1/32 trust\n"),
+            )
+            .unwrap_or_else(|e| panic!("writing {}: {e}", hba.display()));
+        }
+    }
+
     /// Starts (or restarts) the server process and waits until it answers.
     pub async fn start(&mut self) {
         self.spawn();
@@ -417,6 +528,9 @@ impl DbServer {
                     // OS before it returns, so a kill -9 of the server loses nothing.
                     .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
                     .args(["-c", "shared_buffers=16MB", "-c", "max_connections=60"]);
+                if self.replication {
+                    cmd.args(["-c", "wal_log_hints=on", "-c", "hot_standby=on"]);
+                }
                 cmd
             }
             Kind::MariaDb => {
@@ -434,13 +548,26 @@ impl DbServer {
                         self.dir.path().join("mysql.pid").display()
                     ))
                     .args([
-                        "--skip-log-bin",
                         "--innodb-buffer-pool-size=16M",
                         "--innodb-use-native-aio=0",
                         "--innodb-flush-log-at-trx-commit=2",
                         "--max-connections=60",
                         "--skip-name-resolve",
                     ]);
+                if self.replication {
+                    cmd.args([
+                        "--log-bin=mysql-bin",
+                        "--relay-log=relay-bin",
+                        "--binlog-format=ROW",
+                        "--log-slave-updates",
+                    ])
+                    .arg(format!("--server-id={}", self.port));
+                    if self.follower.load(Ordering::SeqCst) {
+                        cmd.arg("--read-only");
+                    }
+                } else {
+                    cmd.arg("--skip-log-bin");
+                }
                 if self.run_as.is_some() {
                     cmd.arg("--user=mysql");
                 }
@@ -603,7 +730,13 @@ impl DbServer {
         }
     }
 
-    /// The server's name (what `SELECT name FROM whoami` answers).
+    /// Which server.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The server's name (what `SELECT name FROM whoami` answers, except on a replica, which holds
+    /// its writer's data).
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -707,6 +840,270 @@ impl DbServer {
                 .await
             }
         }
+    }
+
+    /// Makes the server a fresh replica of `writer` (an old primary after a failover): the server is
+    /// killed, its data replaced by a copy of the writer's (PostgreSQL `pg_basebackup -R`; MariaDB a
+    /// new data folder that replays the writer's binary log), and started on its port. Returns once it
+    /// follows, as [`DbServer::replica_of`] does. Writes it took that the writer never had (split
+    /// brain) are gone.
+    ///
+    /// # Panics
+    /// When the kinds differ, or the server does not follow within 30 s.
+    pub async fn make_replica_of(&mut self, writer: &DbServer) {
+        self.replication = true;
+        self.follow(writer).await;
+    }
+
+    async fn follow(&mut self, writer: &DbServer) {
+        assert_eq!(
+            self.kind, writer.kind,
+            "{} cannot follow {}: another kind of server",
+            self.name, writer.name
+        );
+        self.kill9();
+        self.follower.store(true, Ordering::SeqCst);
+        match self.kind {
+            Kind::Postgres => {
+                match std::fs::remove_dir_all(self.data()) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => panic!("{}: removing its data: {e}", self.name),
+                }
+                // The application name written to `primary_conninfo` names the standby in the
+                // writer's `pg_stat_replication`.
+                let conninfo = format!(
+                    "host=127.0.0.1 port={} user=postgres application_name={}",
+                    writer.port,
+                    sql_literal(&self.name)
+                );
+                output(
+                    self.command(postgres_bin().join("pg_basebackup"))
+                        .arg("-d")
+                        .arg(conninfo)
+                        .arg("-D")
+                        .arg(self.data())
+                        .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"]),
+                );
+                self.start().await;
+                self.wait_streaming(writer).await;
+            }
+            Kind::MariaDb => {
+                assert!(
+                    writer.replication,
+                    "{} has no binary log to follow (make it with DbServer::mariadb_primary_for_replication)",
+                    writer.name
+                );
+                self.init();
+                self.start().await;
+                self.admin(&[
+                    &format!(
+                        "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, \
+                         MASTER_USER='root', MASTER_USE_GTID=slave_pos",
+                        writer.port
+                    ),
+                    "START SLAVE",
+                ])
+                .await;
+                self.wait_caught_up(writer).await;
+            }
+        }
+    }
+
+    /// PostgreSQL: waits until `writer`'s `pg_stat_replication` shows this server streaming.
+    async fn wait_streaming(&self, writer: &DbServer) {
+        let query = format!(
+            "SELECT count(*) FROM pg_stat_replication WHERE application_name = {} AND state = 'streaming'",
+            sql_literal(&self.name)
+        );
+        let deadline = Instant::now() + REPLICATION_DEADLINE;
+        while writer.admin_count(&query).await == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{} is not streaming from {} after {REPLICATION_DEADLINE:?}:\n{}",
+                self.name,
+                writer.name,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// MariaDB: waits until this server has applied everything `writer` has logged so far and its
+    /// I/O thread runs.
+    async fn wait_caught_up(&self, writer: &DbServer) {
+        let position = writer.admin_text("SELECT @@gtid_binlog_pos").await;
+        let query = format!(
+            "SELECT CAST(MASTER_GTID_WAIT({}, 1) AS SIGNED)",
+            sql_literal(&position)
+        );
+        let deadline = Instant::now() + REPLICATION_DEADLINE;
+        loop {
+            let io = self
+                .replica_status()
+                .await
+                .get("Slave_IO_Running")
+                .cloned()
+                .unwrap_or_default();
+            if io == "Yes" && self.admin_count(&query).await == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} has not caught up with {} (GTID {position}) after {REPLICATION_DEADLINE:?}: {:?}\n{}",
+                self.name,
+                writer.name,
+                self.replica_status().await,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// A text the administrator's query returns (MariaDB).
+    async fn admin_text(&self, query: &str) -> String {
+        let run = async {
+            let mut conn = self.my_admin().connect().await?;
+            sqlx::query_scalar::<_, String>(query)
+                .fetch_one(&mut conn)
+                .await
+        };
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .unwrap_or_else(|_| panic!("{}: admin query timed out", self.name))
+            .unwrap_or_else(|e| panic!("{}: {query}: {e}", self.name))
+    }
+
+    /// MariaDB's `SHOW REPLICA STATUS`, column name to value (`NULL` as an empty text): e.g.
+    /// `Slave_IO_Running`, `Slave_SQL_Running`, `Seconds_Behind_Master`, `Gtid_IO_Pos`. Empty when
+    /// the server follows no writer.
+    ///
+    /// # Panics
+    /// On PostgreSQL, or when the server does not answer within 10 s.
+    pub async fn replica_status(&self) -> BTreeMap<String, String> {
+        assert_eq!(
+            self.kind,
+            Kind::MariaDb,
+            "{}: SHOW REPLICA STATUS is MariaDB's",
+            self.name
+        );
+        let run = async {
+            let mut conn = self.my_admin().connect().await?;
+            // The text protocol, so that every column reads as text.
+            let rows = sqlx::raw_sql("SHOW REPLICA STATUS")
+                .fetch_all(&mut conn)
+                .await?;
+            conn.close().await?;
+            Ok::<_, sqlx::Error>(rows.into_iter().next())
+        };
+        let row = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .unwrap_or_else(|_| panic!("{}: SHOW REPLICA STATUS timed out", self.name))
+            .unwrap_or_else(|e| panic!("{}: SHOW REPLICA STATUS: {e}", self.name));
+        let Some(row) = row else {
+            return BTreeMap::new();
+        };
+        row.columns()
+            .iter()
+            .map(|column| {
+                let value = row
+                    .try_get_unchecked::<Option<String>, _>(column.ordinal())
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                (column.name().to_owned(), value)
+            })
+            .collect()
+    }
+
+    /// Whether the server follows a writer: PostgreSQL `pg_is_in_recovery()`; MariaDB a replica
+    /// connection is configured (`SHOW REPLICA STATUS` has a row).
+    pub async fn is_in_recovery(&self) -> bool {
+        match self.kind {
+            Kind::Postgres => {
+                self.admin_count("SELECT CASE WHEN pg_is_in_recovery() THEN 1 ELSE 0 END::bigint")
+                    .await
+                    == 1
+            }
+            Kind::MariaDb => !self.replica_status().await.is_empty(),
+        }
+    }
+
+    /// Whether the server refuses the application's writes now: PostgreSQL in recovery or
+    /// `default_transaction_read_only`; MariaDB `@@read_only`.
+    pub async fn is_read_only(&self) -> bool {
+        let query = match self.kind {
+            Kind::Postgres => {
+                "SELECT CASE WHEN pg_is_in_recovery() \
+                 OR current_setting('default_transaction_read_only')::bool THEN 1 ELSE 0 END::bigint"
+            }
+            Kind::MariaDb => "SELECT CAST(@@read_only AS SIGNED)",
+        };
+        self.admin_count(query).await != 0
+    }
+
+    /// Promotes a replica to a writer and returns once it accepts writes: PostgreSQL `pg_promote()`
+    /// (a new timeline); MariaDB `STOP SLAVE`, `RESET SLAVE ALL` and `read_only = 0` (and it starts
+    /// writable from now on).
+    ///
+    /// # Panics
+    /// When the server still refuses writes after 30 s.
+    pub async fn promote(&self) {
+        match self.kind {
+            Kind::Postgres => self.admin(&["SELECT pg_promote(true, 8)"]).await,
+            Kind::MariaDb => {
+                self.follower.store(false, Ordering::SeqCst);
+                self.admin(&["STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0"])
+                    .await;
+            }
+        }
+        let deadline = Instant::now() + REPLICATION_DEADLINE;
+        while self.is_read_only().await {
+            assert!(
+                Instant::now() < deadline,
+                "{} still refuses writes {REPLICATION_DEADLINE:?} after its promotion:\n{}",
+                self.name,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// PostgreSQL standby: pauses the replay of the WAL it receives (`pg_wal_replay_pause()`), so it
+    /// lags: nothing the writer commits from now on shows until [`DbServer::resume_replay`].
+    pub async fn pause_replay(&self) {
+        assert_eq!(
+            self.kind,
+            Kind::Postgres,
+            "{}: replay pause is PostgreSQL's",
+            self.name
+        );
+        self.admin(&["SELECT pg_wal_replay_pause()"]).await;
+    }
+
+    /// PostgreSQL standby: resumes the replay after [`DbServer::pause_replay`].
+    pub async fn resume_replay(&self) {
+        assert_eq!(
+            self.kind,
+            Kind::Postgres,
+            "{}: replay pause is PostgreSQL's",
+            self.name
+        );
+        self.admin(&["SELECT pg_wal_replay_resume()"]).await;
+    }
+
+    /// PostgreSQL: the timeline of the latest checkpoint, after a `CHECKPOINT` (1 for a server never
+    /// promoted; one more at each promotion).
+    pub async fn timeline(&self) -> i64 {
+        assert_eq!(
+            self.kind,
+            Kind::Postgres,
+            "{}: timelines are PostgreSQL's",
+            self.name
+        );
+        self.admin(&["CHECKPOINT"]).await;
+        self.admin_count("SELECT timeline_id::bigint FROM pg_control_checkpoint()")
+            .await
     }
 }
 
