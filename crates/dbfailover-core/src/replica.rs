@@ -44,7 +44,7 @@ use crate::record::{
 };
 use crate::route::{ConnectionView, Preference};
 use crate::status::{ConnectionStatus, Role};
-use crate::topology::NodeFacts;
+use crate::topology::{NodeFacts, RECORD_KEYS, TopologyRecord, decode_record, encode_record};
 use crate::tracker::{CheckResult, Counts, HealthTracker, StatusTransition, Thresholds};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -120,6 +120,8 @@ pub enum Output {
         /// What this instance's latest check of it found of its role (`None`: it failed, or none ran).
         facts: Option<NodeFacts>,
     },
+    /// The fleet's topology decisions (fences, writer of record, timelines), to merge into routing's.
+    Topology(TopologyRecord),
     /// A forced switch to apply to routing.
     Forced {
         /// The preference it sets.
@@ -250,6 +252,10 @@ pub struct Replica {
     force: Option<(Preference, Option<usize>)>,
     /// A forced switch was applied while the store was away: it is written when the store is back.
     forced_in_outage: bool,
+    /// Topology decisions of this instance not yet in the fleet record.
+    topology_pending: Option<TopologyRecord>,
+    /// The topology last told to the router.
+    topology_known: TopologyRecord,
     outage: Option<Outage>,
     in_flight: Option<InFlight>,
     wants_load: BTreeSet<RecordKey>,
@@ -298,6 +304,8 @@ impl Replica {
             preference: Preference::Primary,
             force: None,
             forced_in_outage: false,
+            topology_pending: None,
+            topology_known: TopologyRecord::default(),
             outage: None,
             in_flight: None,
             wants_load,
@@ -382,6 +390,16 @@ impl Replica {
         } else {
             self.force = Some((preference, target));
         }
+    }
+
+    /// This instance's topology decisions (fences, the writer of record, timelines), to share: they
+    /// are merged into the fleet record ([`TopologyRecord::merge`]) by the next write.
+    pub fn handle_topology(&mut self, record: TopologyRecord) {
+        self.topology_known = TopologyRecord::merge(&self.topology_known, &record);
+        self.topology_pending = Some(match self.topology_pending.take() {
+            Some(pending) => TopologyRecord::merge(&pending, &record),
+            None => record,
+        });
     }
 
     /// The answer to [`Command::Load`]: what the store holds under each key asked, in order.
@@ -602,6 +620,7 @@ impl Replica {
     fn has_work(&self) -> bool {
         self.force.is_some()
             || self.fleet_heal
+            || self.topology_pending.is_some()
             || self
                 .conns
                 .iter()
@@ -807,29 +826,7 @@ impl Replica {
                 refresh: !forced && need == Need::Refresh,
             });
         }
-        let fleet_write = match self.force {
-            Some((preference, _)) => Some(FleetRecord {
-                preference,
-                forced_by: self.config.instance,
-                // Fields of a later release are kept.
-                extra: self
-                    .fleet
-                    .as_ref()
-                    .map(|(_, r)| r.extra.clone())
-                    .unwrap_or_default(),
-            }),
-            None if self.fleet_heal && self.forced_in_outage => Some(FleetRecord {
-                preference: self.preference,
-                forced_by: self.config.instance,
-                extra: self
-                    .fleet
-                    .as_ref()
-                    .map(|(_, r)| r.extra.clone())
-                    .unwrap_or_default(),
-            }),
-            None if self.fleet_heal => self.fleet.as_ref().map(|(_, record)| record.clone()),
-            None => None,
-        };
+        let fleet_write = self.plan_fleet();
         if let Some(record) = fleet_write
             && self.fleet_foreign.is_none()
         {
@@ -843,6 +840,47 @@ impl Replica {
             plans.push(Planned::Fleet { version, record });
         }
         (writes, plans)
+    }
+
+    /// The fleet record to write, if any: a forced switch, a heal, or topology decisions.
+    fn plan_fleet(&mut self) -> Option<FleetRecord> {
+        let current = self.fleet.as_ref().map(|(_, r)| r.clone());
+        let extra = current
+            .as_ref()
+            .map(|r| r.extra.clone())
+            .unwrap_or_default();
+        let topology = match &self.topology_pending {
+            Some(pending) => {
+                let known = decode_record(&extra).unwrap_or_default();
+                let merged = TopologyRecord::merge(&known, pending);
+                if merged == known && self.force.is_none() && !self.fleet_heal {
+                    // Nothing the fleet does not know already.
+                    self.topology_pending = None;
+                    return None;
+                }
+                Some(merged)
+            }
+            None => None,
+        };
+        let extra = match &topology {
+            Some(record) => with_topology(&extra, record),
+            None => extra,
+        };
+        let (preference, forced_by) = match self.force {
+            Some((preference, _)) => (preference, self.config.instance),
+            None if self.forced_in_outage => (self.preference, self.config.instance),
+            None => current
+                .as_ref()
+                .map_or((self.preference, 0), |r| (r.preference, r.forced_by)),
+        };
+        if self.force.is_none() && !self.fleet_heal && topology.is_none() {
+            return None;
+        }
+        Some(FleetRecord {
+            preference,
+            forced_by,
+            extra,
+        })
     }
 
     fn key_of(&self, plan: &Planned) -> RecordKey {
@@ -909,6 +947,8 @@ impl Replica {
             }
             Planned::Fleet { version, record } => {
                 self.forced_in_outage = false;
+                self.topology_pending = None;
+                self.deliver_topology(&record);
                 self.fleet = Some((version, record));
                 self.fleet_counter = version.counter;
                 self.fleet_expect = Expect::after(version);
@@ -1181,6 +1221,17 @@ impl Replica {
         }
     }
 
+    /// Tells the router the fleet's topology, when it says something new.
+    fn deliver_topology(&mut self, record: &FleetRecord) {
+        let Some(topology) = decode_record(&record.extra) else {
+            return;
+        };
+        if topology != self.topology_known {
+            self.topology_known = topology.clone();
+            self.outputs.push_back(Output::Topology(topology));
+        }
+    }
+
     fn is_own_write_in_flight(&self, slot: &Slot) -> bool {
         let Some(InFlight::Cas(plans)) = &self.in_flight else {
             return false;
@@ -1226,6 +1277,7 @@ impl Replica {
                     }
                     _ => {
                         let preference = record.preference;
+                        self.deliver_topology(&record);
                         self.fleet = Some((version, record));
                         self.fleet_expect = Expect::after(version);
                         self.fleet_counter = version.counter;
@@ -1425,4 +1477,15 @@ fn transition(
             None
         },
     })
+}
+
+/// `extra` with its topology fields replaced by `record`'s.
+fn with_topology(extra: &[(String, String)], record: &TopologyRecord) -> Vec<(String, String)> {
+    let mut fields: Vec<(String, String)> = extra
+        .iter()
+        .filter(|(key, _)| !RECORD_KEYS.contains(&key.as_str()))
+        .cloned()
+        .collect();
+    fields.extend(encode_record(record));
+    fields
 }

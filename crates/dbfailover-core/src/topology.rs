@@ -37,6 +37,35 @@ pub struct TopologyRecord {
     pub fenced: BTreeMap<String, String>,
     /// The highest timeline seen per cluster.
     pub timelines: BTreeMap<String, u32>,
+    /// Grows by one each time an operator lifts a fence: a record with a higher epoch says which
+    /// fences still stand; two of the same epoch add up.
+    pub epoch: u64,
+}
+
+impl TopologyRecord {
+    /// What two instances decided, together: the fences of the higher epoch (of both, at equal
+    /// epochs), the writer of record of the higher epoch (else `a`'s, else `b`'s), the highest
+    /// timelines of both.
+    pub fn merge(a: &Self, b: &Self) -> Self {
+        let (high, low) = if b.epoch > a.epoch { (b, a) } else { (a, b) };
+        let mut fenced = high.fenced.clone();
+        if high.epoch == low.epoch {
+            for (name, reason) in &low.fenced {
+                fenced.entry(name.clone()).or_insert_with(|| reason.clone());
+            }
+        }
+        let mut timelines = a.timelines.clone();
+        for (cluster, timeline) in &b.timelines {
+            let entry = timelines.entry(cluster.clone()).or_insert(*timeline);
+            *entry = (*entry).max(*timeline);
+        }
+        Self {
+            writer: high.writer.clone().or_else(|| low.writer.clone()),
+            fenced,
+            timelines,
+            epoch: high.epoch,
+        }
+    }
 }
 
 /// A topology change worth an event.
@@ -254,15 +283,18 @@ impl Topology {
             if self.record.writer.is_some() {
                 self.record.writer = Some(name.clone());
             }
+            self.record.epoch = self.record.epoch.saturating_add(1);
             return vec![TopologyEvent::Unfenced { connection: name }];
         }
         Vec::new()
     }
 
-    /// The fleet's decisions, learned from the shared store: they replace this instance's.
-    pub fn adopt(&mut self, record: TopologyRecord) -> Vec<TopologyEvent> {
+    /// The fleet's decisions, learned from the shared store, merged with this instance's
+    /// ([`TopologyRecord::merge`]). Answers what changed here.
+    pub fn adopt(&mut self, record: &TopologyRecord) -> Vec<TopologyEvent> {
+        let merged = TopologyRecord::merge(&self.record, record);
         let mut events = Vec::new();
-        for (name, reason) in &record.fenced {
+        for (name, reason) in &merged.fenced {
             if !self.record.fenced.contains_key(name) {
                 events.push(TopologyEvent::Fenced {
                     connection: name.clone(),
@@ -271,25 +303,19 @@ impl Topology {
             }
         }
         for name in self.record.fenced.keys() {
-            if !record.fenced.contains_key(name) {
+            if !merged.fenced.contains_key(name) {
                 events.push(TopologyEvent::Unfenced {
                     connection: name.clone(),
                 });
             }
         }
-        if record.writer != self.record.writer
-            && let Some(writer) = &record.writer
+        if merged.writer != self.record.writer
+            && let Some(writer) = &merged.writer
         {
             events.push(TopologyEvent::Promoted {
                 connection: writer.clone(),
                 replaced: self.record.writer.clone(),
             });
-        }
-        // The highest timelines only grow.
-        let mut merged = record;
-        for (cluster, timeline) in &self.record.timelines {
-            let entry = merged.timelines.entry(cluster.clone()).or_insert(*timeline);
-            *entry = (*entry).max(*timeline);
         }
         self.record = merged;
         events
@@ -310,6 +336,9 @@ pub fn encode_record(record: &TopologyRecord) -> Vec<(String, String)> {
             .map(|(n, r)| format!("{}:{}", encode(n), encode(r)))
             .collect();
         fields.push(("fenced".to_owned(), fenced.join(",")));
+    }
+    if record.epoch > 0 {
+        fields.push(("fe".to_owned(), record.epoch.to_string()));
     }
     if !record.timelines.is_empty() {
         let timelines: Vec<String> = record
@@ -334,6 +363,7 @@ pub fn decode_record(fields: &[(String, String)]) -> Option<TopologyRecord> {
                     record.fenced.insert(decode(name)?, decode(reason)?);
                 }
             }
+            "fe" => record.epoch = value.parse().ok()?,
             "tl" => {
                 for pair in value.split(',') {
                     let (cluster, timeline) = pair.split_once(':')?;
@@ -349,7 +379,7 @@ pub fn decode_record(fields: &[(String, String)]) -> Option<TopologyRecord> {
 }
 
 /// The keys [`encode_record`] writes.
-pub const RECORD_KEYS: [&str; 3] = ["writer", "fenced", "tl"];
+pub const RECORD_KEYS: [&str; 4] = ["writer", "fenced", "tl", "fe"];
 
 fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -512,6 +542,7 @@ mod tests {
             .insert("x:y".into(), "left behind: a b was promoted".into());
         record.fenced.insert(String::new(), "é".into());
         record.timelines.insert("7302,1".into(), 3);
+        record.epoch = 4;
         let fields = encode_record(&record);
         for (key, value) in &fields {
             assert!(RECORD_KEYS.contains(&key.as_str()));
@@ -529,15 +560,23 @@ mod tests {
             ..TopologyRecord::default()
         };
         record.fenced.insert("main".into(), "left behind".into());
-        let events = t.adopt(record);
+        let events = t.adopt(&record);
         assert_eq!(events.len(), 2, "{events:?}");
         assert_eq!(t.fenced(), [true, false, false]);
-        let events = t.adopt(TopologyRecord::default());
+        // A record of the same epoch without the fence does not lift it (it adds up)...
+        assert!(t.adopt(&TopologyRecord::default()).is_empty());
+        assert_eq!(t.fenced(), [true, false, false]);
+        // ...one of a higher epoch (an operator lifted it) does.
+        let lifted = TopologyRecord {
+            epoch: 1,
+            ..TopologyRecord::default()
+        };
         assert_eq!(
-            events,
+            t.adopt(&lifted),
             [TopologyEvent::Unfenced {
                 connection: "main".into()
             }]
         );
+        assert_eq!(t.fenced(), [false, false, false]);
     }
 }

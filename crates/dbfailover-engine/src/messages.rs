@@ -144,3 +144,14 @@ pub(crate) struct SetProbes {
     /// Each node's probe (0: the primary, then the failovers in order).
     pub(crate) probes: Vec<Option<Recipient<CheckNow>>>,
 }
+
+/// `RouterActor` -> `StateActor`: this instance's topology decisions (fences, the writer of record,
+/// timelines), to merge into the shared fleet record.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ShareTopology(pub dbfailover_core::topology::TopologyRecord);
+
+/// `StateActor` -> `RouterActor`: the fleet's topology decisions, learned from the shared store.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ApplyTopology(pub dbfailover_core::topology::TopologyRecord);

@@ -1,14 +1,15 @@
 //! The `RouterActor`: owns the active connection, answers `GetActiveConnection`, publishes events.
 
 use crate::messages::{
-    ApplyForce, CheckNow, ForceSwitch, GetActiveConnection, Publish, SetProbes, ShareForce,
-    StatusChanged, Subscribe, SubscriptionId, Unsubscribe,
+    ApplyForce, ApplyTopology, CheckNow, ForceSwitch, GetActiveConnection, Publish, SetProbes,
+    ShareForce, ShareTopology, StatusChanged, Subscribe, SubscriptionId, Unsubscribe,
 };
 use crate::state::StateActor;
 use actix::prelude::*;
 use dbfailover_core::config::Failback;
-use dbfailover_core::event::status_events;
+use dbfailover_core::event::{status_events, topology_event};
 use dbfailover_core::route::Preference;
+use dbfailover_core::topology::{Topology, TopologyEvent, TopologyRecord};
 use dbfailover_core::{
     ActiveConnection, ActiveRole, ConnectionStatus, ConnectionView, EventOrigin, FailoverEvent,
     RoleNames, Router,
@@ -80,6 +81,8 @@ pub struct RouterActor {
     /// Each node's probe, for the checks routing asks for.
     probes: Vec<Option<Recipient<CheckNow>>>,
     state: Option<Addr<StateActor>>,
+    /// Roles, the writer of record and fences, from the checks and the fleet.
+    topology: Topology,
 }
 
 impl RouterActor {
@@ -95,9 +98,24 @@ impl RouterActor {
         failback: Failback,
         shared: Arc<SharedActive>,
     ) -> Self {
+        Self::with_topology(names, enabled, failback, true, shared)
+    }
+
+    /// A router with the given failback, fencing on or off.
+    pub fn with_topology(
+        names: RoleNames,
+        enabled: bool,
+        failback: Failback,
+        fencing: bool,
+        shared: Arc<SharedActive>,
+    ) -> Self {
         shared.store(Some(0), 0);
         let nodes = names.node_count();
+        let node_names = (0..nodes)
+            .map(|n| names.node_name(Some(n)).to_owned())
+            .collect();
         Self {
+            topology: Topology::new(node_names, fencing),
             router: Router::new(names).with_failback(failback),
             enabled,
             views: vec![ConnectionView::default(); nodes],
@@ -135,7 +153,7 @@ impl RouterActor {
             return;
         }
         let before = self.router.active_node();
-        let fenced = vec![false; self.views.len()];
+        let fenced = self.topology.fenced();
         let outcome = self.router.update(&self.views, &fenced, chrono::Utc::now());
         let events = outcome
             .events
@@ -206,6 +224,15 @@ impl Handler<StatusChanged> for RouterActor {
         if let Some(view) = self.views.get_mut(node) {
             *view = msg.view;
         }
+        let before = self.topology.record().clone();
+        let changes = if msg.view.status == ConnectionStatus::Down {
+            self.topology.observe_down(node)
+        } else if let Some(facts) = &msg.facts {
+            self.topology.observe(node, facts)
+        } else {
+            Vec::new()
+        };
+        self.topology_changed(changes, &before, EventOrigin::Local);
         self.reroute(msg.origin);
     }
 }
@@ -251,6 +278,10 @@ impl RouterActor {
     /// Applies a forced switch: its target is HEALTHY and preferred until probes find it DOWN.
     fn apply_force(&mut self, preference: Preference, origin: EventOrigin) {
         let node = preference.node();
+        // An operator's order: a fence on its target is lifted.
+        let before = self.topology.record().clone();
+        let lifted = self.topology.unfence(node);
+        self.topology_changed(lifted, &before, origin);
         if let Some(view) = self.views.get_mut(node) {
             view.status = ConnectionStatus::Healthy;
             view.checked = true;
@@ -292,6 +323,43 @@ impl Handler<ForceSwitch> for RouterActor {
             }
             act.router.active()
         }))
+    }
+}
+
+impl RouterActor {
+    /// Publishes topology changes and shares the decisions if they changed.
+    fn topology_changed(
+        &mut self,
+        changes: Vec<TopologyEvent>,
+        before: &TopologyRecord,
+        origin: EventOrigin,
+    ) {
+        let now = chrono::Utc::now();
+        for change in &changes {
+            tracing::warn!(change = ?change, ?origin, "replication topology changed");
+        }
+        let events = changes
+            .into_iter()
+            .map(|c| topology_event(c, now).with_origin(origin))
+            .collect();
+        self.publish(events);
+        if self.topology.record() != before
+            && origin == EventOrigin::Local
+            && let Some(state) = &self.state
+        {
+            state.do_send(ShareTopology(self.topology.record().clone()));
+        }
+    }
+}
+
+impl Handler<ApplyTopology> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ApplyTopology, _ctx: &mut Context<Self>) {
+        let before = self.topology.record().clone();
+        let changes = self.topology.adopt(&msg.0);
+        self.topology_changed(changes, &before, EventOrigin::Learned);
+        self.reroute(EventOrigin::Learned);
     }
 }
 

@@ -5,8 +5,8 @@
 
 use crate::contain::{Contained, contained};
 use crate::messages::{
-    ApplyForce, ConnectionReport, GetConnectionStates, ProbeCompleted, Publish, ShareForce,
-    StatusChanged, StoreChanged,
+    ApplyForce, ApplyTopology, ConnectionReport, GetConnectionStates, ProbeCompleted, Publish,
+    ShareForce, ShareTopology, StatusChanged, StoreChanged,
 };
 use crate::router::RouterActor;
 use crate::store::StateStore;
@@ -233,6 +233,9 @@ impl StateActor {
                         self.router.do_send(ApplyForce { preference, origin });
                     }
                 },
+                Output::Topology(record) => {
+                    self.router.do_send(ApplyTopology(record));
+                }
                 Output::Applied { connection } => {
                     let status = self
                         .replica
@@ -376,6 +379,15 @@ impl Handler<ShareForce> for StateActor {
             .handle_force(msg.preference, &msg.target, now());
         self.drive(ctx);
         Box::pin(async move { receiver.await.ok().flatten() })
+    }
+}
+
+impl Handler<ShareTopology> for StateActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ShareTopology, ctx: &mut Context<Self>) {
+        self.replica.handle_topology(msg.0);
+        self.drive(ctx);
     }
 }
 

@@ -156,10 +156,11 @@ impl FailoverSystem {
         let shared = Arc::new(SharedActive::default());
         let monitored = self.config.monitored();
 
-        let router = RouterActor::with_failback(
+        let router = RouterActor::with_topology(
             names.clone(),
             enabled,
             self.config.failover.failback,
+            self.config.failover.fencing,
             Arc::clone(&shared),
         )
         .start();

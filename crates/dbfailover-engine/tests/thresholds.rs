@@ -157,7 +157,10 @@ async fn a_read_only_primary_is_reachable_not_down_and_writes_go_elsewhere_until
     sleep_ms(500).await;
     assert_eq!(handle.active().role, ActiveRole::Failover);
     let states = handle.connection_states().await.unwrap();
-    assert_eq!(states[0].state.status, dbfailover_core::ConnectionStatus::Healthy);
+    assert_eq!(
+        states[0].state.status,
+        dbfailover_core::ConnectionStatus::Healthy
+    );
     assert_eq!(states[0].state.writable, Some(false));
     let seen = drain(&events);
     assert!(!seen.contains(&"PrimaryConnectionDown"), "{seen:?}");
