@@ -115,6 +115,9 @@ pub(crate) struct ConnectionJson {
     pub(crate) writable: Option<bool>,
     /// The reason of the last failed check, or null.
     pub(crate) error: Option<String>,
+    /// Its place in a replication cluster at the last successful check (`replicating`, `cluster`,
+    /// `timeline`), or null when the probe could not tell.
+    pub(crate) replication: Option<dbfailover::Replication>,
 }
 
 impl From<&ConnectionReport> for ConnectionJson {
@@ -132,6 +135,7 @@ impl From<&ConnectionReport> for ConnectionJson {
                 .map(|d| (d.as_secs_f64() * 1_000_000.0).round() / 1000.0),
             writable: state.writable,
             error: state.last_error.as_deref().map(mask_password),
+            replication: state.replication.clone(),
         }
     }
 }

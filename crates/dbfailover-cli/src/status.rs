@@ -63,8 +63,9 @@ pub(crate) async fn run(source: &ConfigSource, args: StatusArgs) -> Result<(), C
         "LAST CHECK",
         "LATENCY",
         "WRITABLE",
+        "REPLICATION",
     ];
-    let rows: Vec<[String; 7]> = connections
+    let rows: Vec<[String; 8]> = connections
         .iter()
         .map(|c| {
             [
@@ -78,6 +79,16 @@ pub(crate) async fn run(source: &ConfigSource, args: StatusArgs) -> Result<(), C
                 match c.writable {
                     Some(true) => "yes".into(),
                     Some(false) => "no".into(),
+                    None => "-".into(),
+                },
+                match &c.replication {
+                    Some(r) => {
+                        let role = if r.replicating { "replica" } else { "writer" };
+                        match r.timeline {
+                            Some(t) => format!("{role} (timeline {t})"),
+                            None => role.to_owned(),
+                        }
+                    }
                     None => "-".into(),
                 },
             ]

@@ -17,7 +17,8 @@ pub use dbfailover_store as store;
 
 pub use dbfailover_core::{
     ActiveConnection, ActiveRole, CheckResult, Config, ConfigError, ConnectionState,
-    ConnectionStatus, DatabaseSettings, DatabaseUrl, EventKind, FailoverEvent, Role, Schedule,
+    ConnectionStatus, DatabaseSettings, DatabaseUrl, EventKind, FailoverEvent, Replication, Role,
+    Schedule,
 };
 pub use dbfailover_engine::{
     BuildError, ConnectionReport, EngineError, FailoverHandle, FailoverSystem,
