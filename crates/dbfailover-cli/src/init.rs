@@ -43,6 +43,6 @@ mod tests {
     fn the_starter_configuration_is_valid() {
         let config = dbfailover::core::load::parse(STARTER).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.failover.primary, "main");
-        assert_eq!(config.failover.failover, "standby");
+        assert_eq!(config.failover.failover.names(), ["standby"]);
     }
 }
