@@ -123,6 +123,19 @@ fn names(events: &Events) -> Vec<&'static str> {
     events.names()
 }
 
+/// Waits until the engine has checked every node and knows its role.
+async fn every_role_known(engine: &dbfailover::FailoverHandle) {
+    let started = Instant::now();
+    loop {
+        let states = engine.connection_states().await.unwrap();
+        if states.iter().all(|s| s.state.replication.is_some()) {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{states:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[actix_rt::test]
 async fn postgres_writes_follow_a_promoted_replica_and_the_restarted_old_primary_is_fenced() {
     let mut primary = DbServer::postgres_primary_for_replication("main_db").await;
@@ -143,6 +156,7 @@ async fn postgres_writes_follow_a_promoted_replica_and_the_restarted_old_primary
     writer
         .until_written_on(primary.port(), Duration::from_secs(10))
         .await;
+    every_role_known(&engine).await;
 
     // The primary dies; nothing can take writes until an outside tool promotes a replica.
     primary.kill9();
@@ -164,7 +178,7 @@ async fn postgres_writes_follow_a_promoted_replica_and_the_restarted_old_primary
     assert_eq!(engine.active().name, "replica2_db");
     let seen = names(&events);
     assert!(seen.contains(&"ReplicaPromoted"), "{seen:?}");
-    assert!(seen.contains(&"ConnectionFenced"), "{seen:?}");
+    assert!(seen.contains(&"ConnectionFenced"), "{:?}", events.all());
 
     // The old primary restarts as it was: writable, on its old timeline. It gets no writes.
     primary.start().await;
@@ -219,8 +233,8 @@ async fn mariadb_writes_follow_a_promoted_replica_and_the_restarted_old_primary_
     writer
         .until_written_on(primary.port(), Duration::from_secs(10))
         .await;
-    // Every instance has seen the replica replicating before the fault.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The engine has seen the primary writing and the replica replicating before the fault.
+    every_role_known(&engine).await;
 
     primary.kill9();
     replica.promote().await;
@@ -252,4 +266,129 @@ async fn mariadb_writes_follow_a_promoted_replica_and_the_restarted_old_primary_
         "{:?}",
         names(&events)
     );
+}
+
+/// Which server served a read: its port.
+async fn read_port(routed: &RoutedPool<Postgres>) -> Result<u16, dbfailover::RoutedError> {
+    let port: i64 = routed
+        .with_read_connection(async |conn| {
+            sqlx::query_scalar("SELECT CAST(inet_server_port() AS bigint)")
+                .fetch_one(conn)
+                .await
+        })
+        .await?;
+    Ok(u16::try_from(port).unwrap_or(0))
+}
+
+#[actix_rt::test]
+async fn postgres_reads_go_to_replicas_under_the_lag_bound_and_go_on_with_no_writer_left() {
+    let mut primary = DbServer::postgres_primary_for_replication("main_db").await;
+    create_writes(&primary).await;
+    let (replica1, replica2) = tokio::join!(
+        DbServer::postgres_replica_of(&primary, "replica1_db"),
+        DbServer::postgres_replica_of(&primary, "replica2_db")
+    );
+    let mut config = config(&primary, &[&replica1, &replica2]);
+    config.failover.max_replication_lag = Duration::from_millis(500);
+    let engine = dbfailover::builder(config.clone())
+        .unwrap()
+        .build()
+        .unwrap()
+        .start();
+    let (listener, events) = Events::start();
+    engine.subscribe(listener).await.unwrap();
+    let routed: RoutedPool<Postgres> =
+        RoutedPool::connect_lazy(engine.clone(), &config, None).unwrap();
+    let writer = Writer::Pg(RoutedPool::connect_lazy(engine.clone(), &config, None).unwrap());
+    writer
+        .until_written_on(primary.port(), Duration::from_secs(10))
+        .await;
+    every_role_known(&engine).await;
+
+    // Round robin over both replicas; never the writer while they serve.
+    let mut served = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        served.insert(read_port(&routed).await.unwrap());
+    }
+    assert_eq!(
+        served,
+        [replica1.port(), replica2.port()].into_iter().collect(),
+        "reads over both replicas"
+    );
+
+    // Replica 1 stops replaying while writes go on: once it is behind the bound, no reads go there.
+    replica1.pause_replay().await;
+    let paused = Instant::now();
+    let mut excluded = None;
+    while excluded.is_none() {
+        writer.write().await;
+        let ports: Vec<u16> = futures_ports(&routed, 6).await;
+        if !ports.contains(&replica1.port()) {
+            excluded = Some(paused.elapsed());
+        }
+        assert!(
+            paused.elapsed() < Duration::from_secs(10),
+            "a lagging replica kept serving reads"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "postgres: replay paused -> replica excluded from reads after {:?} (bound 500 ms)",
+        excluded.unwrap_or_default()
+    );
+    replica1.resume_replay().await;
+    let resumed = Instant::now();
+    loop {
+        if futures_ports(&routed, 6).await.contains(&replica1.port()) {
+            break;
+        }
+        assert!(
+            resumed.elapsed() < Duration::from_secs(10),
+            "never back after catching up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // No writer left: writes fail at once, reads go on.
+    primary.kill9();
+    let started = Instant::now();
+    while engine.active().role != ActiveRole::Blocking {
+        assert!(started.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let refused = Instant::now();
+    let write = match &writer {
+        Writer::Pg(routed) => routed.acquire().await.map(|_| ()),
+        Writer::My(_) => unreachable!(),
+    };
+    assert!(
+        matches!(
+            write,
+            Err(dbfailover::RoutedError::AllConnectionsUnavailable { .. })
+        ),
+        "{write:?}"
+    );
+    assert!(
+        refused.elapsed() < Duration::from_millis(50),
+        "refused at once"
+    );
+    let port = read_port(&routed).await.unwrap();
+    assert!([replica1.port(), replica2.port()].contains(&port));
+    let seen = events.names();
+    assert!(
+        seen.contains(&"LimitedFunctionalityModeActivated"),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&"ReadOnlyModeActivated"), "{seen:?}");
+}
+
+/// The ports that served `n` reads in a row.
+async fn futures_ports(routed: &RoutedPool<Postgres>, n: usize) -> Vec<u16> {
+    let mut ports = Vec::with_capacity(n);
+    for _ in 0..n {
+        if let Ok(port) = read_port(routed).await {
+            ports.push(port);
+        }
+    }
+    ports
 }

@@ -113,6 +113,22 @@ pub struct FailoverSettings {
     /// Never route writes back to a node that was left behind (a replica that was promoted replaced it,
     /// or it writes on an older timeline). Default `true`.
     pub fencing: bool,
+    /// Reads go to a replica only while its replication lag is at most this. Default 5 s.
+    #[serde(with = "duration::human")]
+    pub max_replication_lag: Duration,
+    /// Which replica a read goes to: `round_robin` (default) or `lowest_latency`.
+    pub read_picker: ReadPicker,
+}
+
+/// Which of the replicas that may serve reads a read goes to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadPicker {
+    /// Each in turn.
+    #[default]
+    RoundRobin,
+    /// The one whose last check was fastest.
+    LowestLatency,
 }
 
 impl Default for FailoverSettings {
@@ -124,6 +140,8 @@ impl Default for FailoverSettings {
             blocking: "blocking_connection".into(),
             failback: Failback::Auto,
             fencing: true,
+            max_replication_lag: Duration::from_secs(5),
+            read_picker: ReadPicker::RoundRobin,
         }
     }
 }

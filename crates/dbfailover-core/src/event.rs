@@ -136,6 +136,14 @@ pub enum EventKind {
         /// The connections accepting writes.
         connection_names: Vec<String>,
     },
+    /// No node can take writes, but replicas under the lag bound serve reads: writes fail at once
+    /// (limited functionality mode fires too), reads go on.
+    ReadOnlyModeActivated {
+        /// The connections serving reads.
+        read_connection_names: Vec<String>,
+    },
+    /// Read-only mode ended: a node takes writes again, or no replica can serve reads.
+    ReadOnlyModeExited {},
     /// Accompanies every change of the active connection, whatever the target.
     DatabaseConnectionSwitched {
         /// The connection used before.
@@ -166,6 +174,8 @@ impl EventKind {
             Self::ConnectionFenced { .. } => "ConnectionFenced",
             Self::ConnectionUnfenced { .. } => "ConnectionUnfenced",
             Self::SplitBrainDetected { .. } => "SplitBrainDetected",
+            Self::ReadOnlyModeActivated { .. } => "ReadOnlyModeActivated",
+            Self::ReadOnlyModeExited {} => "ReadOnlyModeExited",
         }
     }
 }

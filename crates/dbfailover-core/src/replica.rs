@@ -1023,6 +1023,7 @@ impl Replica {
                 status: conn.tracker.status(),
                 checked: conn.tracker.has_results(),
                 writable: conn.tracker.state().writable,
+                latency: conn.tracker.state().last_latency,
             },
             transition,
             origin,

@@ -3,6 +3,7 @@
 use crate::config::Failback;
 use crate::event::{FailoverEvent, switch_events};
 use crate::status::{ActiveRole, ConnectionStatus, RoleNames};
+use crate::topology::NodeFacts;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,8 @@ pub struct ConnectionView {
     /// Whether it accepted writes at its last successful check, when known. A read-only node (a
     /// replica) is reachable, and never a target for writes.
     pub writable: Option<bool>,
+    /// The latency of its last successful check.
+    pub latency: Option<std::time::Duration>,
 }
 
 impl ConnectionView {
@@ -25,6 +28,7 @@ impl ConnectionView {
             status,
             checked: true,
             writable: None,
+            latency: None,
         }
     }
 }
@@ -120,6 +124,19 @@ pub fn route(views: &[ConnectionView], fenced: &[bool], preferred: usize) -> Dec
         active: Some(None),
         check_now,
     }
+}
+
+/// Whether a node may serve reads: HEALTHY, a replica (replicating, not writable), its replication lag
+/// known and at most `max_lag`. Pure.
+pub fn readable(
+    view: &ConnectionView,
+    facts: Option<&NodeFacts>,
+    max_lag: std::time::Duration,
+) -> bool {
+    view.status == ConnectionStatus::Healthy
+        && view.writable != Some(true)
+        && facts
+            .is_some_and(|f| f.replicating == Some(true) && f.lag.is_some_and(|lag| lag <= max_lag))
 }
 
 /// The active connection as the service sees it.
@@ -268,6 +285,42 @@ mod tests {
 
     fn never_checked() -> ConnectionView {
         ConnectionView::default()
+    }
+
+    #[test]
+    fn reads_go_to_healthy_replicas_under_the_lag_bound() {
+        let replica = |lag_ms: Option<u64>| NodeFacts {
+            writable: Some(false),
+            replicating: Some(true),
+            lag: lag_ms.map(std::time::Duration::from_millis),
+            ..NodeFacts::default()
+        };
+        let max = std::time::Duration::from_secs(1);
+        let healthy = read_only(Healthy);
+        assert!(readable(&healthy, Some(&replica(Some(10))), max));
+        assert!(
+            !readable(&healthy, Some(&replica(Some(5000))), max),
+            "too far behind"
+        );
+        assert!(
+            !readable(&healthy, Some(&replica(None)), max),
+            "lag unknown"
+        );
+        assert!(
+            !readable(&read_only(Down), Some(&replica(Some(0))), max),
+            "down"
+        );
+        let writer = NodeFacts {
+            writable: Some(true),
+            replicating: Some(false),
+            lag: Some(std::time::Duration::ZERO),
+            ..NodeFacts::default()
+        };
+        assert!(
+            !readable(&view(Healthy), Some(&writer), max),
+            "the writer is not a replica"
+        );
+        assert!(!readable(&healthy, None, max));
     }
 
     fn read_only(status: ConnectionStatus) -> ConnectionView {

@@ -26,6 +26,8 @@ pub struct NodeFacts {
     pub cluster: Option<String>,
     /// The timeline it writes or replays (PostgreSQL).
     pub timeline: Option<u32>,
+    /// How far a replica is behind its writer, when known.
+    pub lag: Option<std::time::Duration>,
 }
 
 /// The topology decisions the fleet shares.
@@ -430,6 +432,7 @@ mod tests {
             replicating: Some(false),
             cluster: Some("7000".into()),
             timeline: Some(tl),
+            lag: None,
         }
     }
 
@@ -439,6 +442,7 @@ mod tests {
             replicating: Some(true),
             cluster: Some("7000".into()),
             timeline: Some(tl),
+            lag: None,
         }
     }
 
@@ -492,6 +496,7 @@ mod tests {
             replicating: Some(false),
             cluster: None,
             timeline: None,
+            lag: None,
         };
         t.observe(1, &maintenance);
         let events = t.observe(
@@ -499,8 +504,7 @@ mod tests {
             &NodeFacts {
                 writable: Some(true),
                 replicating: Some(false),
-                cluster: None,
-                timeline: None,
+                ..NodeFacts::default()
             },
         );
         assert!(events.is_empty(), "{events:?}");
@@ -515,6 +519,7 @@ mod tests {
             replicating: None,
             cluster: None,
             timeline: None,
+            lag: None,
         };
         assert!(t.observe(0, &independent).is_empty());
         assert!(t.observe(1, &independent).is_empty());

@@ -65,6 +65,7 @@ impl CheckResult {
                 replicating: replication.as_ref().map(|r| r.replicating),
                 cluster: replication.as_ref().and_then(|r| r.cluster.clone()),
                 timeline: replication.as_ref().and_then(|r| r.timeline),
+                lag: replication.as_ref().and_then(|r| r.lag),
             }),
             Self::Failure { .. } => None,
         }
@@ -94,6 +95,16 @@ pub struct Replication {
     /// The timeline it writes or replays (PostgreSQL), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<u32>,
+    /// How far a replica's data is behind its writer's, when known (PostgreSQL: 0 when it replayed
+    /// everything it received, else the age of the last transaction it replayed; MariaDB:
+    /// `Seconds_Behind_Master`).
+    #[serde(
+        default,
+        rename = "lag_ms",
+        with = "crate::duration::option_millis",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub lag: Option<Duration>,
 }
 
 /// A change of a connection's status, returned by [`HealthTracker::record`].

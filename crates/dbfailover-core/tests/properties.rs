@@ -47,6 +47,7 @@ fn view(tracker: &HealthTracker) -> ConnectionView {
         status: tracker.status(),
         checked: tracker.has_results(),
         writable: None,
+        latency: None,
     }
 }
 

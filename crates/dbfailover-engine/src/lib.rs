@@ -31,7 +31,7 @@ pub mod system;
 pub use error::{BuildError, EngineError, ProbeError, StoreError};
 pub use messages::{ConnectionReport, GetActiveConnection, SubscriptionId};
 pub use probe::{FnProbe, Probe, ProbeActor, ProbeFuture, ProbeReport};
-pub use router::{ActiveSnapshot, RouterActor, SharedActive};
+pub use router::{ActiveSnapshot, ReadSnapshot, RouterActor, SharedActive};
 pub use state::StateActor;
 pub use store::{MemoryStore, StateStore, StoreFuture};
 pub use system::{FailoverHandle, FailoverSystem, FailoverSystemBuilder};

@@ -11,17 +11,22 @@ use dbfailover_core::event::{status_events, topology_event};
 use dbfailover_core::route::Preference;
 use dbfailover_core::topology::{Topology, TopologyEvent, TopologyRecord};
 use dbfailover_core::{
-    ActiveConnection, ActiveRole, ConnectionStatus, ConnectionView, EventOrigin, FailoverEvent,
-    RoleNames, Router,
+    ActiveConnection, ActiveRole, ConnectionStatus, ConnectionView, EventKind, EventOrigin,
+    FailoverEvent, RoleNames, Router,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The router's decision, published for readers that must not wait on a mailbox (the routed handle).
 ///
-/// One atomic word holds the active node and the switch epoch, so a read is one load and never tears.
+/// One atomic word holds the active node and the switch epoch, so a read is one load and never tears;
+/// two more hold the nodes that may serve reads (a bit per node) and the fastest of them.
 #[derive(Debug, Default)]
-pub struct SharedActive(AtomicU64);
+pub struct SharedActive {
+    word: AtomicU64,
+    reads: AtomicU64,
+    fastest: AtomicU64,
+}
 
 /// A lock-free read of the active node and switch epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +37,15 @@ pub struct ActiveSnapshot {
     pub node: Option<usize>,
     /// The switch epoch.
     pub epoch: u64,
+}
+
+/// A lock-free read of the nodes that may serve reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadSnapshot {
+    /// Bit `n` set: node `n` is a healthy replica under the lag bound.
+    pub nodes: u64,
+    /// The one of them whose last check was fastest, if any.
+    pub fastest: Option<usize>,
 }
 
 /// The low byte of the word: the active node, or this for limited functionality mode.
@@ -45,7 +59,7 @@ impl SharedActive {
     /// Reads the current decision.
     #[inline]
     pub fn load(&self) -> ActiveSnapshot {
-        let word = self.0.load(Ordering::Acquire);
+        let word = self.word.load(Ordering::Acquire);
         let node = match word & BLOCKING {
             BLOCKING => None,
             // Invariant: only `store` writes the word, with a node below `MAX_NODES`.
@@ -63,7 +77,27 @@ impl SharedActive {
             .and_then(|n| u64::try_from(n).ok())
             .filter(|n| *n < BLOCKING)
             .unwrap_or(BLOCKING);
-        self.0.store((epoch << 8) | index, Ordering::Release);
+        self.word.store((epoch << 8) | index, Ordering::Release);
+    }
+
+    /// Reads the nodes that may serve reads.
+    #[inline]
+    pub fn reads(&self) -> ReadSnapshot {
+        let fastest = self.fastest.load(Ordering::Acquire);
+        ReadSnapshot {
+            nodes: self.reads.load(Ordering::Acquire),
+            fastest: usize::try_from(fastest)
+                .ok()
+                .filter(|_| fastest != u64::MAX),
+        }
+    }
+
+    fn store_reads(&self, nodes: u64, fastest: Option<usize>) {
+        self.reads.store(nodes, Ordering::Release);
+        let fastest = fastest
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(u64::MAX);
+        self.fastest.store(fastest, Ordering::Release);
     }
 }
 
@@ -83,6 +117,10 @@ pub struct RouterActor {
     state: Option<Addr<StateActor>>,
     /// Roles, the writer of record and fences, from the checks and the fleet.
     topology: Topology,
+    /// Reads go to a replica only while its lag is at most this.
+    max_replication_lag: std::time::Duration,
+    /// No writer, replicas serve reads (read-only mode's events fired).
+    read_only_mode: bool,
 }
 
 impl RouterActor {
@@ -116,6 +154,8 @@ impl RouterActor {
             .collect();
         Self {
             topology: Topology::new(node_names, fencing),
+            max_replication_lag: std::time::Duration::from_secs(5),
+            read_only_mode: false,
             router: Router::new(names).with_failback(failback),
             enabled,
             views: vec![ConnectionView::default(); nodes],
@@ -125,6 +165,12 @@ impl RouterActor {
             probes: vec![None; nodes],
             state: None,
         }
+    }
+
+    /// Reads go to a replica only while its replication lag is at most `max_lag`.
+    pub fn with_max_replication_lag(mut self, max_lag: std::time::Duration) -> Self {
+        self.max_replication_lag = max_lag;
+        self
     }
 
     pub(crate) fn set_state(&mut self, state: Addr<StateActor>) {
@@ -161,10 +207,48 @@ impl RouterActor {
             .map(|e| e.with_origin(origin))
             .collect();
         self.after_change(before, events);
+        self.update_reads(origin);
         if let Some(node) = outcome.check_now
             && let Some(Some(probe)) = self.probes.get(node)
         {
             probe.do_send(CheckNow { confirm: true });
+        }
+    }
+
+    /// Publishes the nodes that may serve reads, and read-only mode's events.
+    fn update_reads(&mut self, origin: EventOrigin) {
+        let mut nodes = 0u64;
+        let mut fastest: Option<(usize, std::time::Duration)> = None;
+        for (i, view) in self.views.iter().enumerate().take(64) {
+            if dbfailover_core::route::readable(
+                view,
+                self.topology.facts(i),
+                self.max_replication_lag,
+            ) {
+                nodes |= 1 << i;
+                let latency = view.latency.unwrap_or(std::time::Duration::MAX);
+                if fastest.is_none_or(|(_, best)| latency < best) {
+                    fastest = Some((i, latency));
+                }
+            }
+        }
+        self.shared.store_reads(nodes, fastest.map(|(i, _)| i));
+        let read_only = self.router.active_node().is_none() && nodes != 0;
+        if read_only != self.read_only_mode {
+            self.read_only_mode = read_only;
+            let now = chrono::Utc::now();
+            let kind = if read_only {
+                let names = self.router.names();
+                EventKind::ReadOnlyModeActivated {
+                    read_connection_names: (0..self.views.len())
+                        .filter(|i| nodes & (1 << i) != 0)
+                        .map(|i| names.node_name(Some(i)).to_owned())
+                        .collect(),
+                }
+            } else {
+                EventKind::ReadOnlyModeExited {}
+            };
+            self.publish(vec![FailoverEvent::new(now, kind).with_origin(origin)]);
         }
     }
 

@@ -163,6 +163,7 @@ impl FailoverSystem {
             self.config.failover.fencing,
             Arc::clone(&shared),
         )
+        .with_max_replication_lag(self.config.failover.max_replication_lag)
         .start();
         let connections: Vec<(Arc<str>, Role)> = monitored
             .iter()

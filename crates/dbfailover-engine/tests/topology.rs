@@ -41,6 +41,7 @@ fn probe(node: Script) -> impl dbfailover_engine::Probe {
                     replicating,
                     cluster: known.then(|| "7300000000000000001".to_owned()),
                     timeline: known.then_some(timeline),
+                    lag: replicating.then_some(std::time::Duration::ZERO),
                 }),
             })
         }
@@ -246,4 +247,39 @@ async fn an_instance_that_never_saw_the_promotion_fences_the_same_node_through_t
     assert_eq!(first.active().name, "replica2");
     let seen = drain(&events);
     assert!(seen.contains(&"ConnectionFenced"), "{seen:?}");
+}
+
+#[actix_rt::test]
+async fn with_no_writer_left_replicas_serve_reads_and_read_only_mode_is_announced() {
+    tokio::time::pause();
+    let cluster = Cluster::new();
+    let handle = cluster.engine(config(Failback::Auto), None);
+    let events = common::listen(&handle).await;
+    sleep_ms(300).await;
+    let reads = handle.shared_active().reads();
+    assert_eq!(
+        reads.nodes, 0b110,
+        "both replicas serve reads while the primary writes"
+    );
+    drain(&events);
+    cluster.set(0, Node::Down);
+    sleep_ms(500).await;
+    assert_eq!(handle.active().role, ActiveRole::Blocking);
+    assert_eq!(handle.shared_active().reads().nodes, 0b110);
+    let seen = drain(&events);
+    assert!(
+        seen.contains(&"LimitedFunctionalityModeActivated"),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&"ReadOnlyModeActivated"), "{seen:?}");
+    // A replica is promoted: writes again, read-only mode ends.
+    cluster.set(2, Node::Writer(2));
+    sleep_ms(500).await;
+    assert_eq!(handle.active().name, "replica2");
+    assert_eq!(
+        handle.shared_active().reads().nodes,
+        0b010,
+        "the writer serves no replica reads"
+    );
+    assert!(drain(&events).contains(&"ReadOnlyModeExited"));
 }

@@ -179,27 +179,34 @@ async fn check_postgres(
         // Role, writability, cluster identity and timeline in one round trip. The cluster identity
         // needs `pg_control_system()` (superusers and `pg_monitor` by default): without it, the
         // role and writability still come.
-        let full: Result<(bool, String, Option<String>, Option<i32>), _> =
-            sqlx::query_as(PG_ROLE_QUERY).fetch_one(&mut conn).await;
-        let (in_recovery, read_only, cluster, timeline) = match full {
+        let full: Result<PgRoleRow, _> =
+            sqlx::query_as(&format!("{PG_ROLE_QUERY}, {PG_IDENTITY_COLUMNS}"))
+                .fetch_one(&mut conn)
+                .await;
+        let (in_recovery, read_only, lag_ms, cluster, timeline) = match full {
             Ok(row) => row,
             Err(error) => {
-                tracing::debug!(error = %text_of(&error), "replication facts unavailable; role only");
-                let (in_recovery, read_only): (bool, String) = sqlx::query_as(
-                    "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')",
-                )
-                .fetch_one(&mut conn)
-                .await
-                .map_err(|e| ProbeError::new(format!("writability query: {}", text_of(e))))?;
-                (in_recovery, read_only, None, None)
+                tracing::debug!(error = %text_of(&error), "cluster identity unavailable; role only");
+                let (in_recovery, read_only, lag_ms): (bool, String, Option<f64>) =
+                    sqlx::query_as(PG_ROLE_QUERY)
+                        .fetch_one(&mut conn)
+                        .await
+                        .map_err(|e| {
+                            ProbeError::new(format!("writability query: {}", text_of(e)))
+                        })?;
+                (in_recovery, read_only, lag_ms, None, None)
             }
         };
+        let lag = lag_ms
+            .filter(|ms| ms.is_finite())
+            .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0));
         Ok(ProbeReport {
             writable: Some(!in_recovery && read_only != "on"),
             replication: Some(dbfailover_core::Replication {
                 replicating: in_recovery,
                 cluster,
                 timeline: timeline.and_then(|t| u32::try_from(t).ok()),
+                lag: if in_recovery { lag } else { None },
             }),
         })
     }
@@ -208,12 +215,26 @@ async fn check_postgres(
     outcome
 }
 
-/// A PostgreSQL node's role, writability, cluster identity (`system_identifier`) and timeline: a
-/// writer's from its WAL position, a standby's from its WAL receiver (or its last checkpoint).
+/// A PostgreSQL node's role, writability and, for a standby, its replication lag in milliseconds (0
+/// when it replayed everything it received, else the age of the last transaction it replayed).
 #[cfg(feature = "postgres")]
 const PG_ROLE_QUERY: &str = "SELECT pg_is_in_recovery(), \
     current_setting('transaction_read_only'), \
-    (SELECT system_identifier::text FROM pg_control_system()), \
+    CASE WHEN pg_is_in_recovery() THEN \
+        CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() \
+            THEN 0::float8 \
+            ELSE (EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp())) * 1000)::float8 \
+        END \
+    END";
+
+/// In recovery, `transaction_read_only`, lag (ms), cluster identity, timeline.
+#[cfg(feature = "postgres")]
+type PgRoleRow = (bool, String, Option<f64>, Option<String>, Option<i32>);
+
+/// Its cluster identity (`system_identifier`: superusers and `pg_monitor`) and timeline: a writer's
+/// from its WAL position, a standby's from its WAL receiver (or its last checkpoint).
+#[cfg(feature = "postgres")]
+const PG_IDENTITY_COLUMNS: &str = "(SELECT system_identifier::text FROM pg_control_system()), \
     CASE WHEN pg_is_in_recovery() \
         THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), \
                       (SELECT timeline_id FROM pg_control_checkpoint())) \
@@ -262,11 +283,18 @@ async fn check_mysql(
                 .unwrap_or(0);
         // A running replica thread is replication evidence (`read_only` alone may be maintenance).
         // `SHOW REPLICA STATUS` needs REPLICA MONITOR / REPLICATION CLIENT: without it, unknown.
-        let replicating = match sqlx::query("SHOW REPLICA STATUS")
+        let status = match sqlx::query("SHOW REPLICA STATUS")
             .fetch_all(&mut conn)
             .await
         {
-            Ok(rows) => Some(rows.iter().any(|row| {
+            Ok(rows) => Some(rows),
+            Err(error) => {
+                tracing::debug!(error = %text_of(&error), "replica status unavailable");
+                None
+            }
+        };
+        let replicating = status.as_ref().map(|rows| {
+            rows.iter().any(|row| {
                 use sqlx::Row;
                 [
                     "Slave_IO_Running",
@@ -279,18 +307,30 @@ async fn check_mysql(
                     row.try_get::<String, _>(*column)
                         .is_ok_and(|v| v.eq_ignore_ascii_case("yes"))
                 })
-            })),
-            Err(error) => {
-                tracing::debug!(error = %text_of(&error), "replica status unavailable");
-                None
-            }
-        };
+            })
+        });
+        let lag = status.as_ref().and_then(|rows| {
+            use sqlx::Row;
+            let row = rows.first()?;
+            let seconds = row
+                .try_get::<Option<u64>, _>("Seconds_Behind_Master")
+                .ok()
+                .flatten()
+                .or_else(|| {
+                    row.try_get::<Option<i64>, _>("Seconds_Behind_Master")
+                        .ok()
+                        .flatten()
+                        .and_then(|s| u64::try_from(s).ok())
+                })?;
+            Some(Duration::from_secs(seconds))
+        });
         Ok(ProbeReport {
             writable: Some(read_only == 0 && super_read_only == 0),
             replication: replicating.map(|replicating| dbfailover_core::Replication {
                 replicating,
                 cluster: None,
                 timeline: None,
+                lag: if replicating { lag } else { None },
             }),
         })
     }

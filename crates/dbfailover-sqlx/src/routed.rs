@@ -1,6 +1,7 @@
 //! The routed handle: the active database's `sqlx` pool, or at once the limited-mode error.
 
 use crate::error::RoutedError;
+use dbfailover_core::config::ReadPicker;
 use dbfailover_core::{ActiveRole, Config, RoleNames};
 use dbfailover_engine::{ActiveSnapshot, FailoverHandle, SharedActive};
 use sqlx::pool::{PoolConnection, PoolOptions};
@@ -8,7 +9,7 @@ use sqlx::{Database, Pool};
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Whether a driver error means the connection itself was lost, refused or timed out (as opposed to a
@@ -114,6 +115,8 @@ pub struct RoutedPool<DB: Database> {
     pools: Vec<Pool<DB>>,
     seen_epoch: AtomicU64,
     report_slow_acquire_after: Duration,
+    read_picker: ReadPicker,
+    next_read: AtomicUsize,
 }
 
 /// How often a slow acquisition looks at the router's decision.
@@ -136,7 +139,15 @@ impl<DB: Database> RoutedPool<DB> {
             pools,
             seen_epoch,
             report_slow_acquire_after: Self::DEFAULT_REPORT_SLOW_ACQUIRE_AFTER,
+            read_picker: ReadPicker::RoundRobin,
+            next_read: AtomicUsize::new(0),
         }
+    }
+
+    /// Which replica a read goes to ([`RoutedPool::read_route`]). Default round robin.
+    pub fn read_picker(mut self, picker: ReadPicker) -> Self {
+        self.read_picker = picker;
+        self
     }
 
     /// The default of [`RoutedPool::report_slow_acquire_after`]: 10 ms.
@@ -180,7 +191,8 @@ impl<DB: Database> RoutedPool<DB> {
         let for_node = |node: usize| {
             let shared = Arc::clone(&shared);
             options.clone().after_release(move |_conn, _meta| {
-                let keep = shared.load().node == Some(node);
+                let keep = shared.load().node == Some(node)
+                    || (node < 64 && shared.reads().nodes & (1 << node) != 0);
                 Box::pin(async move { Ok(keep) })
             })
         };
@@ -189,7 +201,7 @@ impl<DB: Database> RoutedPool<DB> {
         for node in 0..names.node_count() {
             pools.push(for_node(node).connect_lazy(&url_of(names.node_name(Some(node)))?)?);
         }
-        Ok(Self::with_pools(engine, pools))
+        Ok(Self::with_pools(engine, pools).read_picker(config.failover.read_picker))
     }
 
     /// The engine this handle follows.
@@ -229,6 +241,63 @@ impl<DB: Database> RoutedPool<DB> {
                 blocking_connection: names.blocking.clone(),
             }),
         }
+    }
+
+    /// Where a read should go now: a healthy replica whose replication lag is under
+    /// `max_replication_lag` (chosen by the read picker), else the node taking writes, else the
+    /// limited-mode error. No I/O, no waiting. Reads keep working while no node takes writes.
+    pub fn read_route(&self) -> Result<Route<'_, DB>, RoutedError> {
+        let reads = self.shared.reads();
+        let eligible: Vec<usize> = (0..self.pools.len().min(64))
+            .filter(|n| reads.nodes & (1 << n) != 0)
+            .collect();
+        let chosen = match self.read_picker {
+            ReadPicker::LowestLatency => reads
+                .fastest
+                .filter(|f| eligible.contains(f))
+                .or_else(|| eligible.first().copied()),
+            ReadPicker::RoundRobin if eligible.is_empty() => None,
+            ReadPicker::RoundRobin => {
+                let turn = self.next_read.fetch_add(1, Ordering::Relaxed);
+                eligible.get(turn % eligible.len()).copied()
+            }
+        };
+        let Some((node, pool)) = chosen.and_then(|n| Some((n, self.pool_of(n)?))) else {
+            return self.route();
+        };
+        let snapshot = self.snapshot();
+        Ok(Route {
+            role: RoleNames::active_role(Some(node)),
+            node,
+            name: self.engine.names().node_name(Some(node)),
+            epoch: snapshot.epoch,
+            pool,
+        })
+    }
+
+    /// A connection for reads ([`RoutedPool::read_route`]), bounded by the pool's acquire timeout; a
+    /// connection error is reported to the engine for a fast recheck.
+    pub async fn acquire_read(&self) -> Result<RoutedConnection<DB>, RoutedError> {
+        let route = self.read_route()?;
+        let (node, epoch) = (route.node, route.epoch);
+        let connection = self.observe(node, route.pool.acquire().await)?;
+        Ok(RoutedConnection {
+            connection,
+            node,
+            epoch,
+        })
+    }
+
+    /// Runs read-only `work` on a connection of [`RoutedPool::read_route`]'s node, and passes its
+    /// result through [`RoutedPool::observe`].
+    pub async fn with_read_connection<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut DB::Connection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, RoutedError> {
+        let mut connection = self.acquire_read().await?;
+        let node = connection.node();
+        let result = work(&mut connection).await;
+        self.observe(node, result)
     }
 
     /// The active database's pool, or the limited-mode error.
@@ -342,8 +411,9 @@ impl<DB: Database> RoutedPool<DB> {
             return;
         }
         // Close the idle connections of every database that is not active now.
+        let reads = self.shared.reads().nodes;
         for (node, pool) in self.pools.iter().enumerate() {
-            if Some(node) == snapshot.node {
+            if Some(node) == snapshot.node || (node < 64 && reads & (1 << node) != 0) {
                 continue;
             }
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
