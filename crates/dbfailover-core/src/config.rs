@@ -11,6 +11,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+/// The most failover connections a list may name (routing publishes the nodes that serve reads as one
+/// bit each of a 64-bit word, the primary included).
+pub const MAX_FAILOVERS: usize = 63;
+
 /// The smallest check interval (and fast interval) accepted.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -455,6 +459,13 @@ impl Config {
                 "failover.failover",
                 "[]",
                 "must name at least one connection",
+            ));
+        }
+        if f.failover.names().len() > MAX_FAILOVERS {
+            return Err(ConfigError::invalid(
+                "failover.failover",
+                f.failover.to_string(),
+                format!("lists at most {MAX_FAILOVERS} connections"),
             ));
         }
         let failover_keys = f.failover.names().iter().map(|n| ("failover.failover", n));

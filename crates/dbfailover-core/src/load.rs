@@ -566,4 +566,54 @@ ttl = "300s"
         let config = load("", env).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.monitored().len(), 2);
     }
+
+    #[test]
+    fn a_failover_list_loads_in_order_from_the_file_and_from_a_variable() {
+        let databases = "[databases.main]\nurl = \"sqlite:///m.db\"\n\
+                         [databases.r1]\nurl = \"sqlite:///r1.db\"\n\
+                         [databases.r2]\nurl = \"sqlite:///r2.db\"\n";
+        let text = format!(
+            "[failover]\nprimary = \"main\"\nfailover = [\"r2\", \"r1\"]\nfailback = \"manual\"\n{databases}"
+        );
+        let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.failover.failover.names(), ["r2", "r1"]);
+        assert_eq!(config.failover.failback, crate::config::Failback::Manual);
+        let names: Vec<&str> = config.monitored().iter().map(|m| m.name).collect();
+        assert_eq!(names, ["main", "r2", "r1"], "routing order");
+        let env = [("DBFAILOVER_FAILOVER__FAILOVER", "r1, r2")];
+        let text = format!("[failover]\nprimary = \"main\"\nfailover = \"r1\"\n{databases}");
+        let config = load(&text, env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.failover.failover.names(), ["r1", "r2"]);
+    }
+
+    #[test]
+    fn a_bad_failover_list_names_the_key_and_the_value() {
+        let databases = "[databases.main]\nurl = \"sqlite:///m.db\"\n[databases.r1]\nurl = \"sqlite:///r1.db\"\n";
+        for (list, reason) in [
+            ("[\"r1\", \"r1\"]", "listed twice"),
+            ("[]", "at least one"),
+            ("[\"r1\", \"main\"]", "must differ from failover.primary"),
+            ("[\"r1\", \"nowhere\"]", "names no connection"),
+        ] {
+            let text = format!("[failover]\nprimary = \"main\"\nfailover = {list}\n{databases}");
+            let error = parse(&text)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                error.contains("failover.failover") && error.contains(reason),
+                "{list}: {error}"
+            );
+        }
+        let many: Vec<String> = (0..64).map(|i| format!("\"n{i}\"")).collect();
+        let text = format!(
+            "[failover]\nprimary = \"main\"\nfailover = [{}]\n{databases}",
+            many.join(", ")
+        );
+        let error = parse(&text)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("at most 63"), "{error}");
+    }
 }
