@@ -25,6 +25,8 @@ struct ActiveJson {
 struct StatusJson {
     store: String,
     connections: Vec<ConnectionJson>,
+    /// The replicas reads go to now (healthy, under the lag bound), in order.
+    reads: Vec<String>,
     active: ActiveJson,
 }
 
@@ -42,10 +44,17 @@ pub(crate) async fn run(source: &ConfigSource, args: StatusArgs) -> Result<(), C
         .await
         .map_err(|error| CliError::Failed(error.to_string()))?;
     let connections: Vec<ConnectionJson> = reports.iter().map(ConnectionJson::from).collect();
+    let read_nodes = handle.shared_active().reads().nodes;
+    let names = handle.names();
+    let reads: Vec<String> = (0..names.node_count().min(64))
+        .filter(|n| read_nodes & (1 << n) != 0)
+        .map(|n| names.node_name(Some(n)).to_owned())
+        .collect();
     if args.json {
         let status = StatusJson {
             store: config.state.store.to_string(),
             connections,
+            reads,
             active: ActiveJson {
                 role: active.role.to_string(),
                 connection: active.name,
@@ -117,6 +126,14 @@ pub(crate) async fn run(source: &ConfigSource, args: StatusArgs) -> Result<(), C
     output::print_line(&format!(
         "active connection: {} ({})",
         active.name, active.role
+    ));
+    output::print_line(&format!(
+        "reads go to: {}",
+        if reads.is_empty() {
+            "the active connection (no replica known under the lag bound)".to_owned()
+        } else {
+            reads.join(", ")
+        }
     ));
     output::print_line(&format!("state store: {}", config.state.store));
     Ok(())

@@ -241,10 +241,15 @@ impl<'de> Deserialize<'de> for Failovers {
 pub struct DatabaseSettings {
     /// Where it is (`postgres://`, `mysql://`, `sqlite://`); shown with the password masked.
     pub url: DatabaseUrl,
-    /// A read-only connection counts as a failed check. Default: `true` for primary and failover,
-    /// `false` for other connections.
+    /// Whether checks ask if it takes writes (a read-only node then gets no writes; it is not DOWN).
+    /// Default: `true` for primary and failovers, `false` for other connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_writable: Option<bool>,
+    /// Credentials for the checks, when the application's lack what the role queries need
+    /// (PostgreSQL `pg_monitor`; MariaDB REPLICA MONITOR): the same database, another user. Shown
+    /// with the password masked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor_url: Option<DatabaseUrl>,
 }
 
 impl DatabaseSettings {
@@ -253,7 +258,13 @@ impl DatabaseSettings {
         Self {
             url,
             require_writable: None,
+            monitor_url: None,
         }
+    }
+
+    /// The URL the checks use: `monitor_url` when set, else `url`.
+    pub fn check_url(&self) -> &DatabaseUrl {
+        self.monitor_url.as_ref().unwrap_or(&self.url)
     }
 }
 

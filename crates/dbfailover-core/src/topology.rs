@@ -28,6 +28,8 @@ pub struct NodeFacts {
     pub timeline: Option<u32>,
     /// How far a replica is behind its writer, when known.
     pub lag: Option<std::time::Duration>,
+    /// Its GTID position (MariaDB), when known.
+    pub gtid: Option<String>,
 }
 
 /// The topology decisions the fleet shares.
@@ -185,6 +187,23 @@ impl Topology {
                 );
             }
         }
+        if writes
+            && let (Some(own), Some(writer)) = (&facts.gtid, self.record.writer.clone())
+            && writer != name
+            && let Some(writer_gtid) = self
+                .names
+                .iter()
+                .position(|n| *n == writer)
+                .and_then(|w| self.facts.get(w)?.as_ref()?.gtid.clone())
+            && gtid_diverges(own, &writer_gtid)
+        {
+            // Another node takes writes while the writer of record is elsewhere, on another history.
+            self.fence(
+                node,
+                format!("accepts writes at GTID {own}, diverging from the writer of record {writer} at {writer_gtid}"),
+                &mut events,
+            );
+        }
         if writes && self.seen_replicating[node] {
             // Promoted: it was a replica, now it takes writes.
             self.seen_replicating[node] = false;
@@ -324,6 +343,21 @@ impl Topology {
     }
 }
 
+/// Whether two GTID positions (`domain-server-sequence`, comma-separated) differ in any domain: a
+/// writer on another history, behind or ahead of the writer of record.
+fn gtid_diverges(a: &str, b: &str) -> bool {
+    fn entries(text: &str) -> Vec<&str> {
+        let mut entries: Vec<&str> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .collect();
+        entries.sort_unstable();
+        entries
+    }
+    entries(a) != entries(b)
+}
+
 /// The fields of the shared fleet record that carry a [`TopologyRecord`]: `writer`, `fenced`
 /// (`name:reason,...`) and `tl` (`cluster:timeline,...`), every name and reason percent-encoded.
 pub fn encode_record(record: &TopologyRecord) -> Vec<(String, String)> {
@@ -433,6 +467,7 @@ mod tests {
             cluster: Some("7000".into()),
             timeline: Some(tl),
             lag: None,
+            gtid: None,
         }
     }
 
@@ -443,6 +478,7 @@ mod tests {
             cluster: Some("7000".into()),
             timeline: Some(tl),
             lag: None,
+            gtid: None,
         }
     }
 
@@ -497,6 +533,7 @@ mod tests {
             cluster: None,
             timeline: None,
             lag: None,
+            gtid: None,
         };
         t.observe(1, &maintenance);
         let events = t.observe(
@@ -520,10 +557,38 @@ mod tests {
             cluster: None,
             timeline: None,
             lag: None,
+            gtid: None,
         };
         assert!(t.observe(0, &independent).is_empty());
         assert!(t.observe(1, &independent).is_empty());
         assert_eq!(t.fenced(), [false, false]);
+    }
+
+    #[test]
+    fn a_writer_on_another_gtid_history_than_the_writer_of_record_is_fenced() {
+        let mut t = Topology::new(names(), true);
+        let maria = |writable: bool, replicating: bool, gtid: &str| NodeFacts {
+            writable: Some(writable),
+            replicating: Some(replicating),
+            gtid: Some(gtid.into()),
+            ..NodeFacts::default()
+        };
+        t.observe(0, &maria(true, false, "0-1-100"));
+        t.observe(1, &maria(false, true, "0-1-100"));
+        // replica1 is promoted and writes; the old primary is fenced by the promotion.
+        t.observe(1, &maria(true, false, "0-2-105"));
+        assert_eq!(t.fenced(), [true, false, false]);
+        // An operator lifts the fence, and the old primary still writes on its own history.
+        t.unfence(0);
+        t.record.writer = Some("replica1".into());
+        let events = t.observe(0, &maria(true, false, "0-1-101"));
+        assert!(
+            events.iter().any(
+                |e| matches!(e, TopologyEvent::Fenced { reason, .. } if reason.contains("GTID"))
+            ),
+            "{events:?}"
+        );
+        assert!(!gtid_diverges("0-1-5,1-2-9", "1-2-9, 0-1-5"));
     }
 
     #[test]

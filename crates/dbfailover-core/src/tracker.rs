@@ -66,6 +66,7 @@ impl CheckResult {
                 cluster: replication.as_ref().and_then(|r| r.cluster.clone()),
                 timeline: replication.as_ref().and_then(|r| r.timeline),
                 lag: replication.as_ref().and_then(|r| r.lag),
+                gtid: replication.as_ref().and_then(|r| r.gtid.clone()),
             }),
             Self::Failure { .. } => None,
         }
@@ -105,6 +106,9 @@ pub struct Replication {
         skip_serializing_if = "Option::is_none"
     )]
     pub lag: Option<Duration>,
+    /// Its GTID position (MariaDB `@@gtid_current_pos`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid: Option<String>,
 }
 
 /// A change of a connection's status, returned by [`HealthTracker::record`].

@@ -9,6 +9,10 @@
 //! | `dbfailover_connection_status` | gauge | `connection` | 0 UNKNOWN, 1 HEALTHY, 2 DOWN |
 //! | `dbfailover_active_connection` | gauge | `connection`, `role` | 1 for the active connection, 0 for the others |
 //! | `dbfailover_switches_total` | counter | `to` (`primary` / `failover` / `blocking`) | switches of the active connection |
+//! | `dbfailover_node_writable` | gauge | `connection` | 1 accepts writes, 0 read-only (a replica), absent when unknown |
+//! | `dbfailover_node_replication_lag_seconds` | gauge | `connection` | a replica's lag at its last check |
+//! | `dbfailover_node_fenced` | gauge | `connection` | 1 while fenced (no writes go there) |
+//! | `dbfailover_split_brain_total` | counter | | two nodes of one cluster seen accepting writes at once |
 
 use dbfailover_core::{CheckResult, ConnectionStatus, RoleNames};
 
@@ -24,6 +28,39 @@ pub const CONNECTION_STATUS: &str = "dbfailover_connection_status";
 pub const ACTIVE_CONNECTION: &str = "dbfailover_active_connection";
 /// Switches counter name.
 pub const SWITCHES: &str = "dbfailover_switches_total";
+/// Writability gauge name.
+pub const NODE_WRITABLE: &str = "dbfailover_node_writable";
+/// Replication lag gauge name.
+pub const NODE_LAG: &str = "dbfailover_node_replication_lag_seconds";
+/// Fence gauge name.
+pub const NODE_FENCED: &str = "dbfailover_node_fenced";
+/// Split-brain counter name.
+pub const SPLIT_BRAIN: &str = "dbfailover_split_brain_total";
+
+/// A node's role as its latest check found it, and whether it is fenced.
+pub(crate) fn record_node(
+    connection: &str,
+    facts: Option<&dbfailover_core::topology::NodeFacts>,
+    fenced: bool,
+) {
+    let connection = connection.to_owned();
+    if let Some(writable) = facts.and_then(|f| f.writable) {
+        metrics::gauge!(NODE_WRITABLE, "connection" => connection.clone()).set(if writable {
+            1.0
+        } else {
+            0.0
+        });
+    }
+    if let Some(lag) = facts.and_then(|f| f.lag) {
+        metrics::gauge!(NODE_LAG, "connection" => connection.clone()).set(lag.as_secs_f64());
+    }
+    metrics::gauge!(NODE_FENCED, "connection" => connection).set(if fenced { 1.0 } else { 0.0 });
+}
+
+/// Two nodes of one cluster accept writes at once.
+pub(crate) fn record_split_brain() {
+    metrics::counter!(SPLIT_BRAIN).increment(1);
+}
 
 pub(crate) fn record_check(connection: &str, result: &CheckResult) {
     let connection = connection.to_owned();

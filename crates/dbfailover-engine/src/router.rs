@@ -421,6 +421,14 @@ impl RouterActor {
         let now = chrono::Utc::now();
         for change in &changes {
             tracing::warn!(change = ?change, ?origin, "replication topology changed");
+            if matches!(change, TopologyEvent::SplitBrain { .. }) {
+                crate::metrics::record_split_brain();
+            }
+        }
+        let fenced = self.topology.fenced();
+        for (node, fenced) in fenced.into_iter().enumerate() {
+            let name = self.router.names().node_name(Some(node)).to_owned();
+            crate::metrics::record_node(&name, self.topology.facts(node), fenced);
         }
         let events = changes
             .into_iter()

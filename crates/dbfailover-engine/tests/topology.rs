@@ -42,6 +42,7 @@ fn probe(node: Script) -> impl dbfailover_engine::Probe {
                     cluster: known.then(|| "7300000000000000001".to_owned()),
                     timeline: known.then_some(timeline),
                     lag: replicating.then_some(std::time::Duration::ZERO),
+                    gtid: None,
                 }),
             })
         }

@@ -41,6 +41,9 @@ pub fn driver_url(url: &str) -> String {
 pub struct SqlxProbe {
     target: Target,
     query: String,
+    connection: String,
+    /// The missing privilege was reported (once per probe).
+    privilege_reported: std::sync::atomic::AtomicBool,
 }
 
 enum Target {
@@ -102,6 +105,8 @@ impl SqlxProbe {
         Ok(Self {
             target,
             query: query.to_owned(),
+            connection: connection.to_owned(),
+            privilege_reported: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -111,9 +116,11 @@ impl SqlxProbe {
                 #[cfg(feature = "sqlite")]
                 Target::Sqlite(options) => check_sqlite(options, &self.query).await,
                 #[cfg(feature = "postgres")]
-                Target::Postgres(options) => check_postgres(options, &self.query, timeout).await,
+                Target::Postgres(options) => {
+                    check_postgres(options, &self.query, timeout, self).await
+                }
                 #[cfg(feature = "mysql")]
-                Target::MySql(options) => check_mysql(options, &self.query, timeout).await,
+                Target::MySql(options) => check_mysql(options, &self.query, timeout, self).await,
             }
         };
         match tokio::time::timeout(timeout, work).await {
@@ -122,6 +129,24 @@ impl SqlxProbe {
                 "timed out after {}",
                 dbfailover_core::duration::format(timeout)
             ))),
+        }
+    }
+}
+
+impl SqlxProbe {
+    /// Says once, at warn, that a role query was refused, which privilege it needs, and how to give
+    /// the checks credentials that have it.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    fn missing_privilege(&self, what: &str, privilege: &str, error: &str) {
+        use std::sync::atomic::Ordering;
+        if !self.privilege_reported.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                connection = %self.connection,
+                %error,
+                "{what} needs {privilege}; without it that part of the node's role is unknown \
+                 (set databases.{}.monitor_url to credentials that have it)",
+                self.connection
+            );
         }
     }
 }
@@ -160,6 +185,7 @@ async fn check_postgres(
     options: &sqlx::postgres::PgConnectOptions,
     query: &str,
     timeout: Duration,
+    probe: &SqlxProbe,
 ) -> Result<ProbeReport, ProbeError> {
     use sqlx::{ConnectOptions, Connection};
     // The server stops the health query at the timeout too.
@@ -186,7 +212,11 @@ async fn check_postgres(
         let (in_recovery, read_only, lag_ms, cluster, timeline) = match full {
             Ok(row) => row,
             Err(error) => {
-                tracing::debug!(error = %text_of(&error), "cluster identity unavailable; role only");
+                probe.missing_privilege(
+                    "reading the cluster identity and timeline",
+                    "pg_monitor (or a superuser)",
+                    &text_of(&error),
+                );
                 let (in_recovery, read_only, lag_ms): (bool, String, Option<f64>) =
                     sqlx::query_as(PG_ROLE_QUERY)
                         .fetch_one(&mut conn)
@@ -207,6 +237,7 @@ async fn check_postgres(
                 cluster,
                 timeline: timeline.and_then(|t| u32::try_from(t).ok()),
                 lag: if in_recovery { lag } else { None },
+                gtid: None,
             }),
         })
     }
@@ -246,6 +277,7 @@ async fn check_mysql(
     options: &sqlx::mysql::MySqlConnectOptions,
     query: &str,
     timeout: Duration,
+    probe: &SqlxProbe,
 ) -> Result<ProbeReport, ProbeError> {
     use sqlx::{ConnectOptions, Connection};
     let mut conn = options
@@ -289,7 +321,11 @@ async fn check_mysql(
         {
             Ok(rows) => Some(rows),
             Err(error) => {
-                tracing::debug!(error = %text_of(&error), "replica status unavailable");
+                probe.missing_privilege(
+                    "SHOW REPLICA STATUS (the replication evidence)",
+                    "REPLICA MONITOR or REPLICATION CLIENT",
+                    &text_of(&error),
+                );
                 None
             }
         };
@@ -324,6 +360,11 @@ async fn check_mysql(
                 })?;
             Some(Duration::from_secs(seconds))
         });
+        // MariaDB's GTID position (MySQL has no such variable: unknown there).
+        let gtid: Option<String> = sqlx::query_scalar("SELECT @@global.gtid_current_pos")
+            .fetch_one(&mut conn)
+            .await
+            .ok();
         Ok(ProbeReport {
             writable: Some(read_only == 0 && super_read_only == 0),
             replication: replicating.map(|replicating| dbfailover_core::Replication {
@@ -331,6 +372,7 @@ async fn check_mysql(
                 cluster: None,
                 timeline: None,
                 lag: if replicating { lag } else { None },
+                gtid: gtid.filter(|g| !g.is_empty()),
             }),
         })
     }
@@ -346,7 +388,7 @@ pub fn with_probes(
     config: &Config,
 ) -> Result<FailoverSystemBuilder, ProbeSetupError> {
     for (name, settings) in &config.databases {
-        let probe = SqlxProbe::new(name, &settings.url, &config.health_check.query)?;
+        let probe = SqlxProbe::new(name, settings.check_url(), &config.health_check.query)?;
         builder = builder.probe(name.clone(), probe);
     }
     Ok(builder)
