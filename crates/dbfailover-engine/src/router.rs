@@ -21,11 +21,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 ///
 /// One atomic word holds the active node and the switch epoch, so a read is one load and never tears;
 /// two more hold the nodes that may serve reads (a bit per node) and the fastest of them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SharedActive {
     word: AtomicU64,
     reads: AtomicU64,
     fastest: AtomicU64,
+    /// The switch epoch, for work that must end when routing leaves its database.
+    switches: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for SharedActive {
+    fn default() -> Self {
+        Self {
+            word: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+            fastest: AtomicU64::new(u64::MAX),
+            switches: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 /// A lock-free read of the active node and switch epoch.
@@ -78,6 +91,17 @@ impl SharedActive {
             .filter(|n| *n < BLOCKING)
             .unwrap_or(BLOCKING);
         self.word.store((epoch << 8) | index, Ordering::Release);
+        // Only a new epoch wakes the watchers.
+        self.switches.send_if_modified(|current| {
+            let changed = *current != epoch;
+            *current = epoch;
+            changed
+        });
+    }
+
+    /// Wakes on every switch (a new epoch): for work that must end when routing leaves its database.
+    pub fn switches(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.switches.subscribe()
     }
 
     /// Reads the nodes that may serve reads.
@@ -93,7 +117,11 @@ impl SharedActive {
     }
 
     fn store_reads(&self, nodes: u64, fastest: Option<usize>) {
-        self.reads.store(nodes, Ordering::Release);
+        let before = self.reads.swap(nodes, Ordering::AcqRel);
+        if before != nodes {
+            // Reads running on a replica that left the set are released.
+            self.switches.send_modify(|_| {});
+        }
         let fastest = fastest
             .and_then(|n| u64::try_from(n).ok())
             .unwrap_or(u64::MAX);

@@ -27,12 +27,54 @@ pub enum RoutedError {
         #[source]
         source: sqlx::Error,
     },
+    /// Routing left the database this work ran on (it is DOWN, read-only or fenced, or limited mode
+    /// began) while the work was still running: the work was stopped at once and its connection
+    /// discarded. Whatever it did is in doubt; idempotent work can run again on the new route.
+    #[error(
+        "routing switched from `{from}` to `{to}` while the work ran on `{from}`: it was stopped"
+    )]
+    Switched {
+        /// The connection the work ran on.
+        from: String,
+        /// The connection routing switched to (the blocking name in limited mode).
+        to: String,
+    },
+    /// The work outlived the routed handle's query deadline: it was stopped and its connection
+    /// discarded.
+    #[error("work on `{connection}` outlived the query deadline of {deadline:?}: it was stopped")]
+    Deadline {
+        /// The connection the work ran on.
+        connection: String,
+        /// The deadline.
+        deadline: std::time::Duration,
+    },
+    /// The retry helper gave up: every attempt allowed failed (the last error is the source).
+    #[error("gave up after {attempts} attempts: {last}")]
+    RetriesExhausted {
+        /// Attempts made.
+        attempts: u32,
+        /// The last attempt's error.
+        #[source]
+        last: Box<RoutedError>,
+    },
 }
 
 impl RoutedError {
     /// Whether this is the limited-mode error.
     pub fn is_limited_mode(&self) -> bool {
         matches!(self, Self::AllConnectionsUnavailable { .. })
+    }
+
+    /// Whether running the same work again may succeed on another route: a switch, or the connection
+    /// itself lost, refused or timed out. A query error (a constraint, a syntax error) is not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Switched { .. } | Self::Deadline { .. } => true,
+            Self::Database {
+                connection_error, ..
+            } => *connection_error,
+            Self::AllConnectionsUnavailable { .. } | Self::RetriesExhausted { .. } => false,
+        }
     }
 }
 

@@ -14,5 +14,7 @@ pub mod routed;
 
 pub use error::{ProbeSetupError, RoutedError};
 pub use probe::{SqlxProbe, with_probes};
-pub use routed::{Route, RoutedConnection, RoutedPool, close_idle, is_connection_error};
+pub use routed::{
+    RetryPolicy, Route, RoutedConnection, RoutedPool, Use, close_idle, is_connection_error,
+};
 pub use sqlx;

@@ -117,6 +117,59 @@ pub struct RoutedPool<DB: Database> {
     report_slow_acquire_after: Duration,
     read_picker: ReadPicker,
     next_read: AtomicUsize,
+    query_deadline: Option<Duration>,
+}
+
+/// What a connection serves: the write route, or the read route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Use {
+    /// Work routed like writes: released when routing leaves its database.
+    Writes,
+    /// Reads: released when its database neither takes writes nor serves reads any more.
+    Reads,
+}
+
+/// How the end of routed work came.
+enum Guarded<T> {
+    Done(T),
+    Left,
+    Deadline,
+}
+
+/// How [`RoutedPool::with_retry`] tries again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// At most this many attempts in all.
+    pub attempts: u32,
+    /// Within this time from the first attempt.
+    pub within: Duration,
+    /// Running the work twice is harmless (a read, an upsert): it is retried even when it had started.
+    pub idempotent: bool,
+    /// The longest wait for routing to switch between attempts.
+    pub backoff: Duration,
+    /// The route it takes.
+    pub purpose: Use,
+}
+
+impl RetryPolicy {
+    /// Reads on the write route: idempotent, 4 attempts within 5 s, waiting at most 200 ms for a switch.
+    pub fn reads() -> Self {
+        Self {
+            attempts: 4,
+            within: Duration::from_secs(5),
+            idempotent: true,
+            backoff: Duration::from_millis(200),
+            purpose: Use::Writes,
+        }
+    }
+
+    /// Work that must not run twice: retried only when it never started.
+    pub fn not_idempotent() -> Self {
+        Self {
+            idempotent: false,
+            ..Self::reads()
+        }
+    }
 }
 
 /// How often a slow acquisition looks at the router's decision.
@@ -141,6 +194,7 @@ impl<DB: Database> RoutedPool<DB> {
             report_slow_acquire_after: Self::DEFAULT_REPORT_SLOW_ACQUIRE_AFTER,
             read_picker: ReadPicker::RoundRobin,
             next_read: AtomicUsize::new(0),
+            query_deadline: None,
         }
     }
 
@@ -294,10 +348,10 @@ impl<DB: Database> RoutedPool<DB> {
         &self,
         work: impl AsyncFnOnce(&mut DB::Connection) -> Result<T, sqlx::Error>,
     ) -> Result<T, RoutedError> {
-        let mut connection = self.acquire_read().await?;
-        let node = connection.node();
-        let result = work(&mut connection).await;
-        self.observe(node, result)
+        let switches = self.shared.switches();
+        let connection = self.acquire_read().await?;
+        self.run_guarded(connection, switches, Use::Reads, work)
+            .await
     }
 
     /// The active database's pool, or the limited-mode error.
@@ -335,6 +389,12 @@ impl<DB: Database> RoutedPool<DB> {
     /// Runs `work` on a connection of the active database, and passes its result through
     /// [`RoutedPool::observe`]: the limited-mode error at once, connection errors reported.
     ///
+    /// **Work on a database routing leaves is released at the switch**: if routing switches away from
+    /// the database while `work` runs (it is DOWN, read-only or fenced, or limited mode begins), `work`
+    /// is stopped at once and its connection discarded, and the answer is
+    /// [`RoutedError::Switched`] instead of a wait for a dead or frozen server. The same with the
+    /// handle's [`RoutedPool::query_deadline`], if set ([`RoutedError::Deadline`]).
+    ///
     /// ```rust,ignore
     /// let name: String = routed
     ///     .with_connection(async |conn| sqlx::query_scalar("SELECT name FROM whoami").fetch_one(conn).await)
@@ -344,10 +404,133 @@ impl<DB: Database> RoutedPool<DB> {
         &self,
         work: impl AsyncFnOnce(&mut DB::Connection) -> Result<T, sqlx::Error>,
     ) -> Result<T, RoutedError> {
-        let mut connection = self.acquire().await?;
+        // Watch before routing, so that no switch after the choice goes unseen.
+        let switches = self.shared.switches();
+        let connection = self.acquire().await?;
+        self.run_guarded(connection, switches, Use::Writes, work)
+            .await
+    }
+
+    /// Stops the handle's work when it runs longer than `deadline` ([`RoutedError::Deadline`]);
+    /// default none.
+    pub fn query_deadline(mut self, deadline: Duration) -> Self {
+        self.query_deadline = Some(deadline);
+        self
+    }
+
+    /// Runs `work` on `connection` until it ends, routing leaves the connection's database, or the
+    /// deadline passes; in the two last cases the work is dropped and the connection discarded.
+    async fn run_guarded<T>(
+        &self,
+        mut connection: RoutedConnection<DB>,
+        mut switches: tokio::sync::watch::Receiver<u64>,
+        purpose: Use,
+        work: impl AsyncFnOnce(&mut DB::Connection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, RoutedError> {
         let node = connection.node();
-        let result = work(&mut connection).await;
-        self.observe(node, result)
+        let shared = Arc::clone(&self.shared);
+        let still_routed = move || {
+            let active = shared.load().node == Some(node);
+            match purpose {
+                Use::Writes => active,
+                Use::Reads => active || (node < 64 && shared.reads().nodes & (1 << node) != 0),
+            }
+        };
+        let outcome = {
+            let left = async {
+                loop {
+                    if !still_routed() {
+                        return;
+                    }
+                    if switches.changed().await.is_err() {
+                        // The engine is gone: nothing will switch any more.
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            let deadline = async {
+                match self.query_deadline {
+                    Some(deadline) => tokio::time::sleep(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let work = work(&mut connection);
+            tokio::select! {
+                biased;
+                result = work => Guarded::Done(result),
+                () = left => Guarded::Left,
+                () = deadline => Guarded::Deadline,
+            }
+        };
+        let names = self.engine.names();
+        let from = names.node_name(Some(node)).to_owned();
+        match outcome {
+            Guarded::Done(result) => self.observe(node, result),
+            Guarded::Left => {
+                // Mid-query on a database routing left: never given back to the pool, never closed
+                // politely (the server may be frozen).
+                drop(connection.into_inner().detach());
+                let to = names.node_name(self.snapshot().node).to_owned();
+                tracing::warn!(from = %from, to = %to, "work released at the switch");
+                Err(RoutedError::Switched { from, to })
+            }
+            Guarded::Deadline => {
+                drop(connection.into_inner().detach());
+                Err(RoutedError::Deadline {
+                    connection: from,
+                    deadline: self.query_deadline.unwrap_or_default(),
+                })
+            }
+        }
+    }
+
+    /// Runs `work` like [`RoutedPool::with_connection`], and runs it again on the new route when it
+    /// failed in a way another attempt may not: a connection lost, refused or timed out, or routing
+    /// switched away while it ran ([`RoutedError::is_retryable`]). Work that never started (no
+    /// connection could be had) is always tried again; work that started is tried again only if
+    /// `policy.idempotent` says running it twice is harmless: writes are never retried otherwise.
+    /// Between attempts it waits for routing to switch (at most `policy.backoff`). Bounded by
+    /// `policy.attempts` and `policy.within`; then [`RoutedError::RetriesExhausted`] carries the last
+    /// error. Limited mode is answered at once.
+    pub async fn with_retry<T>(
+        &self,
+        policy: RetryPolicy,
+        mut work: impl AsyncFnMut(&mut DB::Connection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, RoutedError> {
+        let started = tokio::time::Instant::now();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut switches = self.shared.switches();
+            let (error, started_work) = match self.acquire().await {
+                Ok(connection) => {
+                    match self
+                        .run_guarded(connection, switches.clone(), policy.purpose, async |conn| {
+                            work(conn).await
+                        })
+                        .await
+                    {
+                        Ok(value) => return Ok(value),
+                        Err(error) => (error, true),
+                    }
+                }
+                Err(error) => (error, false),
+            };
+            let again = error.is_retryable() && (policy.idempotent || !started_work);
+            if !again {
+                return Err(error);
+            }
+            let left = policy.within.saturating_sub(started.elapsed());
+            if attempts >= policy.attempts || left.is_zero() {
+                return Err(RoutedError::RetriesExhausted {
+                    attempts,
+                    last: Box::new(error),
+                });
+            }
+            tracing::debug!(attempt = attempts, %error, "retrying on the new route");
+            // A connection error is usually followed by a switch within a few confirming checks.
+            let _ = tokio::time::timeout(policy.backoff.min(left), switches.changed()).await;
+        }
     }
 
     /// Waits for a pending acquisition; `None` when routing switched meanwhile.

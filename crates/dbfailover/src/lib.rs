@@ -33,7 +33,7 @@ pub mod sqlx {
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-pub use dbfailover_sqlx::{RoutedError, RoutedPool};
+pub use dbfailover_sqlx::{RetryPolicy, RoutedError, RoutedPool};
 
 /// An engine builder for `config` with a sqlx probe for every configured database.
 ///
