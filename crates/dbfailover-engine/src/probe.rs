@@ -112,6 +112,9 @@ pub struct ProbeSettings {
     pub require_writable: bool,
 }
 
+/// The pause before a confirming check that follows a refusal (a failure that was not a timeout).
+pub const REFUSAL_RECHECK: Duration = Duration::from_millis(5);
+
 /// Checks one connection on its schedule, never two checks at once, and reports each result to the
 /// `StateActor`. After a [`CheckNow`] with `confirm`, checks at the fast interval until the status is decided.
 pub struct ProbeActor {
@@ -123,6 +126,12 @@ pub struct ProbeActor {
     /// Confirming checks still to run at the fast interval (0: not confirming).
     confirm_left: u32,
     last_timed_out: bool,
+    /// The last check failed at once (refused, an error): certain evidence, confirmed within a few ms.
+    last_refused: bool,
+    /// DOWN and answering again: the recovery is confirmed at the fast interval.
+    recovering: bool,
+    /// The last check's answer said DOWN: reported failures confirm nothing more.
+    known_down: bool,
     next: Option<SpawnHandle>,
     /// `RunCheck` callers waiting for a check that has not started yet.
     waiting_next: Vec<tokio::sync::oneshot::Sender<Option<ConnectionStatus>>>,
@@ -145,6 +154,9 @@ impl ProbeActor {
             again_now: false,
             confirm_left: 0,
             last_timed_out: false,
+            last_refused: false,
+            recovering: false,
+            known_down: false,
             next: None,
             waiting_next: Vec::new(),
             waiting_current: Vec::new(),
@@ -172,7 +184,10 @@ impl ProbeActor {
     fn schedule_after_check(&mut self, ctx: &mut Context<Self>) {
         let delay = if self.again_now {
             Some(Duration::ZERO)
-        } else if self.confirming() {
+        } else if self.confirming() && self.last_refused {
+            // A refusal is certain, not a slow answer: the next confirming check follows at once.
+            Some(self.settings.fast_interval.min(REFUSAL_RECHECK))
+        } else if self.confirming() || self.recovering {
             Some(self.settings.fast_interval)
         } else {
             self.settings.schedule.interval()
@@ -261,6 +276,14 @@ impl ProbeActor {
                     // connection is decided, like a reported query failure; a DOWN connection is checked
                     // at the normal interval again. Without them, only the checks asked for run.
                     let down = status == Some(ConnectionStatus::Down);
+                    // A DOWN connection that answers again is confirmed at the fast interval, as
+                    // failures are: a restored database is used again as soon as the recovery
+                    // threshold's checks agree, not intervals later.
+                    act.recovering = success
+                        && down
+                        && act.settings.schedule.interval().is_some();
+                    act.last_refused = !success && !timed_out;
+                    act.known_down = down;
                     if success || down {
                         act.confirm_left = 0;
                         act.last_timed_out = false;
@@ -302,9 +325,9 @@ impl Handler<CheckNow> for ProbeActor {
     type Result = ();
 
     fn handle(&mut self, msg: CheckNow, ctx: &mut Context<Self>) {
-        if msg.confirm && self.confirming() {
-            // Already confirming at the fast interval: a burst of reported failures must not turn
-            // into a burst of checks, or a blip of a few milliseconds could reach the threshold.
+        if msg.confirm && (self.confirming() || self.known_down) {
+            // Already confirming (or already DOWN): a burst of reported failures must not turn into
+            // a burst of checks, or a blip of a few milliseconds could reach the threshold.
             return;
         }
         if msg.confirm {

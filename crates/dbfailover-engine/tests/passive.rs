@@ -68,9 +68,10 @@ async fn a_burst_of_reports_does_not_become_a_burst_of_checks() {
         }
         sleep_ms(5).await;
     }
-    // 50 ms of 200 reports: a check at once and one per 20 ms, not 200 checks.
+    // 50 ms of 200 reports: a check at once, then the confirming checks (refusals are rechecked
+    // within a few ms) until DOWN at the threshold; reports after that confirm nothing more.
     let checks = primary.calls() - before;
-    assert!((2..=4).contains(&checks), "{checks} checks");
+    assert!((2..=5).contains(&checks), "{checks} checks");
 }
 
 #[actix_rt::test]
