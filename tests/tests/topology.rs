@@ -392,3 +392,43 @@ async fn futures_ports(routed: &RoutedPool<Postgres>, n: usize) -> Vec<u16> {
     }
     ports
 }
+
+#[actix_rt::test]
+async fn mariadb_replication_stopped_for_maintenance_is_no_promotion() {
+    let primary = DbServer::mariadb_primary_for_replication("main_db").await;
+    create_writes(&primary).await;
+    let replica = DbServer::mariadb_replica_of(&primary, "replica_db").await;
+    // MariaDB's default: a replica that is not read-only.
+    replica.admin(&["SET GLOBAL read_only = 0"]).await;
+    let config = config(&primary, &[&replica]);
+    let engine = dbfailover::builder(config.clone())
+        .unwrap()
+        .build()
+        .unwrap()
+        .start();
+    let (listener, events) = Events::start();
+    engine.subscribe(listener).await.unwrap();
+    let writer = Writer::My(RoutedPool::connect_lazy(engine.clone(), &config, None).unwrap());
+    writer
+        .until_written_on(primary.port(), Duration::from_secs(10))
+        .await;
+    every_role_known(&engine).await;
+    replica.admin(&["STOP SLAVE"]).await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(
+            writer.write().await,
+            Some(primary.port()),
+            "{:?}",
+            names(&events)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    replica.admin(&["START SLAVE"]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(writer.write().await, Some(primary.port()));
+    let seen = names(&events);
+    for event in ["ReplicaPromoted", "ConnectionFenced", "SplitBrainDetected"] {
+        assert!(!seen.contains(&event), "{seen:?}");
+    }
+}

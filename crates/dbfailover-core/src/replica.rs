@@ -66,6 +66,9 @@ pub struct ReplicaConfig {
     pub retry_interval: Duration,
     /// Compare-and-set attempts of one update before its results are kept local.
     pub contention_attempts: u32,
+    /// A fleet record that holds decisions (a forced switch, fences) is rewritten at least this
+    /// often, so that it outlives the store's TTL (a third of it); `None`: never.
+    pub fleet_refresh: Option<Duration>,
 }
 
 impl ReplicaConfig {
@@ -79,6 +82,7 @@ impl ReplicaConfig {
             vote_refresh: interval.saturating_mul(2),
             retry_interval: interval,
             contention_attempts: 8,
+            fleet_refresh: None,
         }
     }
 }
@@ -256,6 +260,8 @@ pub struct Replica {
     topology_pending: Option<TopologyRecord>,
     /// The topology last told to the router.
     topology_known: TopologyRecord,
+    /// When the fleet record was last written, by anyone (as this instance saw it).
+    fleet_seen_at: Option<Instant>,
     outage: Option<Outage>,
     in_flight: Option<InFlight>,
     wants_load: BTreeSet<RecordKey>,
@@ -306,6 +312,7 @@ impl Replica {
             forced_in_outage: false,
             topology_pending: None,
             topology_known: TopologyRecord::default(),
+            fleet_seen_at: None,
             outage: None,
             in_flight: None,
             wants_load,
@@ -313,6 +320,12 @@ impl Replica {
             not_before: None,
             outputs: VecDeque::new(),
         }
+    }
+
+    /// Rewrites a fleet record holding decisions at least every `every` (see
+    /// [`ReplicaConfig::fleet_refresh`]).
+    pub fn set_fleet_refresh(&mut self, every: Duration) {
+        self.config.fleet_refresh = Some(every.max(Duration::from_millis(10)));
     }
 
     /// This instance's identity.
@@ -611,10 +624,12 @@ impl Replica {
             .filter(|o| !o.readable_again)
             .map(|o| o.next_try);
         let backoff = self.not_before.filter(|_| self.has_work());
-        match (retry, backoff) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let refresh = self
+            .config
+            .fleet_refresh
+            .filter(|_| self.fleet_matters() && self.outage.is_none())
+            .and_then(|every| self.fleet_seen_at.map(|at| at + every));
+        [retry, backoff, refresh].into_iter().flatten().min()
     }
 
     fn has_work(&self) -> bool {
@@ -826,7 +841,7 @@ impl Replica {
                 refresh: !forced && need == Need::Refresh,
             });
         }
-        let fleet_write = self.plan_fleet();
+        let fleet_write = self.plan_fleet(now);
         if let Some(record) = fleet_write
             && self.fleet_foreign.is_none()
         {
@@ -843,7 +858,7 @@ impl Replica {
     }
 
     /// The fleet record to write, if any: a forced switch, a heal, or topology decisions.
-    fn plan_fleet(&mut self) -> Option<FleetRecord> {
+    fn plan_fleet(&mut self, now: Instant) -> Option<FleetRecord> {
         let current = self.fleet.as_ref().map(|(_, r)| r.clone());
         let extra = current
             .as_ref()
@@ -873,7 +888,8 @@ impl Replica {
                 .as_ref()
                 .map_or((self.preference, 0), |r| (r.preference, r.forced_by)),
         };
-        if self.force.is_none() && !self.fleet_heal && topology.is_none() {
+        let refresh = self.fleet_refresh_due(now);
+        if self.force.is_none() && !self.fleet_heal && topology.is_none() && !refresh {
             return None;
         }
         Some(FleetRecord {
@@ -881,6 +897,26 @@ impl Replica {
             forced_by,
             extra,
         })
+    }
+
+    /// Whether the fleet record holds something (a forced preference, fences, a writer of record)
+    /// that must outlive the store's TTL.
+    fn fleet_matters(&self) -> bool {
+        self.fleet.as_ref().is_some_and(|(_, r)| {
+            r.preference != Preference::Primary
+                || decode_record(&r.extra).is_some_and(|t| t != TopologyRecord::default())
+        })
+    }
+
+    /// Whether the fleet record is due for a rewrite that keeps it alive (nobody wrote it for
+    /// `fleet_refresh`).
+    fn fleet_refresh_due(&self, now: Instant) -> bool {
+        self.fleet_matters()
+            && self.fleet_foreign.is_none()
+            && self.config.fleet_refresh.is_some_and(|every| {
+                self.fleet_seen_at
+                    .is_none_or(|at| now.saturating_duration_since(at) >= every)
+            })
     }
 
     fn key_of(&self, plan: &Planned) -> RecordKey {
@@ -946,6 +982,7 @@ impl Replica {
                 }
             }
             Planned::Fleet { version, record } => {
+                self.fleet_seen_at = Some(now.mono);
                 self.forced_in_outage = false;
                 self.topology_pending = None;
                 self.deliver_topology(&record);
@@ -1278,6 +1315,7 @@ impl Replica {
                     }
                     _ => {
                         let preference = record.preference;
+                        self.fleet_seen_at = Some(now.mono);
                         self.deliver_topology(&record);
                         self.fleet = Some((version, record));
                         self.fleet_expect = Expect::after(version);
@@ -1305,11 +1343,8 @@ impl Replica {
             other if authoritative => {
                 self.fleet_foreign = None;
                 self.fleet_expect = Expect::replacing(&other).unwrap_or(Expect::Unreadable);
-                // Only a preference other than the default is worth rewriting.
-                self.fleet_heal = self
-                    .fleet
-                    .as_ref()
-                    .is_some_and(|(_, r)| r.preference != Preference::Primary);
+                // Only a record holding decisions (a preference, fences) is worth rewriting.
+                self.fleet_heal = self.fleet_matters();
             }
             _ => {
                 self.wants_load.insert(RecordKey::Fleet);
@@ -1425,11 +1460,7 @@ impl Replica {
             }
         }
         // The fleet record is rewritten too when it holds more than the default.
-        if self
-            .fleet
-            .as_ref()
-            .is_some_and(|(_, r)| r.preference != Preference::Primary)
-        {
+        if self.fleet_matters() {
             self.fleet_heal = true;
         }
     }

@@ -58,10 +58,16 @@ impl TopologyRecord {
                 fenced.entry(name.clone()).or_insert_with(|| reason.clone());
             }
         }
-        let mut timelines = a.timelines.clone();
-        for (cluster, timeline) in &b.timelines {
+        // The highest timelines of both, except that a higher epoch (an operator's order) says
+        // which timeline its clusters count from.
+        let mut timelines = low.timelines.clone();
+        for (cluster, timeline) in &high.timelines {
             let entry = timelines.entry(cluster.clone()).or_insert(*timeline);
-            *entry = (*entry).max(*timeline);
+            *entry = if high.epoch > low.epoch {
+                *timeline
+            } else {
+                (*entry).max(*timeline)
+            };
         }
         Self {
             writer: high.writer.clone().or_else(|| low.writer.clone()),
@@ -172,6 +178,10 @@ impl Topology {
             self.seen_replicating[node] = true;
             if self.last_writer == Some(node) {
                 self.last_writer = None;
+            }
+            if self.record.writer.as_deref() == Some(name.as_str()) {
+                // The writer of record was demoted properly (a switchover): it replaces nobody now.
+                self.record.writer = None;
             }
         }
         let writes = facts.writable == Some(true) && facts.replicating != Some(true);
@@ -304,6 +314,13 @@ impl Topology {
             if self.record.writer.is_some() {
                 self.record.writer = Some(name.clone());
             }
+            // The operator's node is the reference from now on: its timeline counts as its
+            // cluster's newest, or it would be fenced again at its next check.
+            if let Some(facts) = self.facts.get(node).and_then(Option::as_ref)
+                && let (Some(cluster), Some(timeline)) = (&facts.cluster, facts.timeline)
+            {
+                self.record.timelines.insert(cluster.clone(), timeline);
+            }
             self.record.epoch = self.record.epoch.saturating_add(1);
             return vec![TopologyEvent::Unfenced { connection: name }];
         }
@@ -399,7 +416,8 @@ pub fn decode_record(fields: &[(String, String)]) -> Option<TopologyRecord> {
                     record.fenced.insert(decode(name)?, decode(reason)?);
                 }
             }
-            "fe" => record.epoch = value.parse().ok()?,
+            // A forged epoch near the end of the range would pin every later merge: not a record.
+            "fe" => record.epoch = value.parse().ok().filter(|e| *e < 1 << 53)?,
             "tl" => {
                 for pair in value.split(',') {
                     let (cluster, timeline) = pair.split_once(':')?;
@@ -589,6 +607,38 @@ mod tests {
             "{events:?}"
         );
         assert!(!gtid_diverges("0-1-5,1-2-9", "1-2-9, 0-1-5"));
+    }
+
+    #[test]
+    fn lifting_a_fence_on_an_older_timeline_holds_and_a_demoted_writer_replaces_nobody() {
+        let mut t = Topology::new(names(), true);
+        t.observe(0, &writer(1));
+        t.observe(2, &replica(1));
+        t.observe_down(0);
+        t.observe(2, &writer(2));
+        t.observe(0, &writer(1));
+        assert_eq!(t.fenced(), [true, false, false]);
+        t.unfence(0);
+        assert!(
+            t.observe(0, &writer(1))
+                .iter()
+                .all(|e| !matches!(e, TopologyEvent::Fenced { .. }))
+        );
+        assert_eq!(
+            t.fenced(),
+            [false, false, false],
+            "the operator's order holds"
+        );
+        // replica2 is demoted properly (a switchover), then replica1 promoted: nobody is fenced.
+        let mut t = Topology::new(names(), true);
+        t.observe(0, &writer(1));
+        t.observe(1, &replica(1));
+        t.observe(2, &replica(1));
+        t.observe_down(0);
+        t.observe(2, &writer(2));
+        t.observe(2, &replica(2));
+        t.observe(1, &writer(3));
+        assert_eq!(t.fenced(), [true, false, false], "only the crashed primary");
     }
 
     #[test]

@@ -155,3 +155,9 @@ pub struct ShareTopology(pub dbfailover_core::topology::TopologyRecord);
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct ApplyTopology(pub dbfailover_core::topology::TopologyRecord);
+
+/// handle -> `RouterActor`: an operator lifts the fence of a connection (it may take writes again).
+/// Answers whether it was fenced.
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct LiftFence(pub String);

@@ -279,9 +279,7 @@ impl ProbeActor {
                     // A DOWN connection that answers again is confirmed at the fast interval, as
                     // failures are: a restored database is used again as soon as the recovery
                     // threshold's checks agree, not intervals later.
-                    act.recovering = success
-                        && down
-                        && act.settings.schedule.interval().is_some();
+                    act.recovering = success && down && act.settings.schedule.interval().is_some();
                     act.last_refused = !success && !timed_out;
                     act.known_down = down;
                     if success || down {

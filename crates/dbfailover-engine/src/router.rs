@@ -1,8 +1,8 @@
 //! The `RouterActor`: owns the active connection, answers `GetActiveConnection`, publishes events.
 
 use crate::messages::{
-    ApplyForce, ApplyTopology, CheckNow, ForceSwitch, GetActiveConnection, Publish, SetProbes,
-    ShareForce, ShareTopology, StatusChanged, Subscribe, SubscriptionId, Unsubscribe,
+    ApplyForce, ApplyTopology, CheckNow, ForceSwitch, GetActiveConnection, LiftFence, Publish,
+    SetProbes, ShareForce, ShareTopology, StatusChanged, Subscribe, SubscriptionId, Unsubscribe,
 };
 use crate::state::StateActor;
 use actix::prelude::*;
@@ -480,6 +480,23 @@ impl Handler<ApplyTopology> for RouterActor {
         let changes = self.topology.adopt(&msg.0);
         self.topology_changed(changes, &before, EventOrigin::Learned);
         self.reroute(EventOrigin::Learned);
+    }
+}
+
+impl Handler<LiftFence> for RouterActor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: LiftFence, _ctx: &mut Context<Self>) -> bool {
+        let Some(node) = self.router.names().node_of(&msg.0) else {
+            return false;
+        };
+        let before = self.topology.record().clone();
+        let lifted = self.topology.unfence(node);
+        let was_fenced = !lifted.is_empty();
+        tracing::warn!(connection = %msg.0, was_fenced, "fence lifted by an operator");
+        self.topology_changed(lifted, &before, EventOrigin::Local);
+        self.reroute(EventOrigin::Local);
+        was_fenced
     }
 }
 

@@ -106,6 +106,13 @@ impl StateActor {
         }
     }
 
+    /// Shared records live `ttl` in the store: the fleet record's decisions (a forced switch, fences)
+    /// are rewritten every third of it, so that they outlive it.
+    pub fn with_record_ttl(mut self, ttl: Duration) -> Self {
+        self.replica.set_fleet_refresh(ttl / 3);
+        self
+    }
+
     /// Delivers what the replica decided, runs the next store operation it asks for, arms its timer.
     fn drive(&mut self, ctx: &mut Context<Self>) {
         self.deliver();

@@ -2,8 +2,8 @@
 
 use crate::error::{BuildError, EngineError};
 use crate::messages::{
-    CheckNow, ConnectionReport, ForceSwitch, GetActiveConnection, GetConnectionStates, RunCheck,
-    SetProbes, Subscribe, SubscriptionId, Unsubscribe,
+    CheckNow, ConnectionReport, ForceSwitch, GetActiveConnection, GetConnectionStates, LiftFence,
+    RunCheck, SetProbes, Subscribe, SubscriptionId, Unsubscribe,
 };
 use crate::probe::{Probe, ProbeActor, ProbeSettings};
 use crate::router::{ActiveSnapshot, RouterActor, SharedActive};
@@ -175,6 +175,7 @@ impl FailoverSystem {
             let store = Arc::clone(&self.store);
             let store_timeout = self.store_timeout;
             let poll_interval = health.interval.interval().unwrap_or(Duration::from_secs(1));
+            let record_ttl = self.config.state.ttl;
             let router = router.clone();
             Supervisor::start(move |_| {
                 StateActor::new(
@@ -185,6 +186,7 @@ impl FailoverSystem {
                     poll_interval,
                     router,
                 )
+                .with_record_ttl(record_ttl)
             })
         };
         router.do_send(WireState(state_actor.clone()));
@@ -393,6 +395,18 @@ impl FailoverHandle {
             &self.inner.router,
             ForceSwitch(Preference::Failover),
             "ForceSwitch",
+        )
+        .await
+    }
+
+    /// An operator's order: `connection` (fenced after a promotion left it behind, or for an older
+    /// timeline) may take writes again. Shared with every instance through the store. Answers whether
+    /// it was fenced.
+    pub async fn lift_fence(&self, connection: &str) -> Result<bool, EngineError> {
+        ask(
+            &self.inner.router,
+            LiftFence(connection.to_owned()),
+            "LiftFence",
         )
         .await
     }

@@ -8,6 +8,7 @@ mod common;
 
 use common::{drain, sleep_ms};
 use dbfailover_core::config::{Failback, Failovers};
+use dbfailover_core::record::RecordKey;
 use dbfailover_core::{ActiveRole, Config, DatabaseSettings, DatabaseUrl, Replication};
 use dbfailover_engine::{
     FailoverHandle, FailoverSystem, FnProbe, MemoryStore, ProbeError, ProbeReport, StateStore,
@@ -283,4 +284,50 @@ async fn with_no_writer_left_replicas_serve_reads_and_read_only_mode_is_announce
         "the writer serves no replica reads"
     );
     assert!(drain(&events).contains(&"ReadOnlyModeExited"));
+}
+
+#[actix_rt::test]
+async fn fences_outlive_the_store_s_ttl_and_an_operator_can_lift_any_node_s_fence() {
+    tokio::time::pause();
+    let cluster = Cluster::new();
+    cluster.set(0, Node::Writer(0));
+    cluster.set(1, Node::Replica(0));
+    cluster.set(2, Node::Replica(0));
+    let store = Arc::new(MemoryStore::new(std::time::Duration::from_secs(5)));
+    let mut config = config(Failback::Auto);
+    config.state.ttl = std::time::Duration::from_secs(5);
+    let first = cluster.engine(config.clone(), Some(Arc::clone(&store)));
+    sleep_ms(300).await;
+    cluster.set(0, Node::Down);
+    sleep_ms(300).await;
+    cluster.set(2, Node::Writer(0));
+    sleep_ms(300).await;
+    assert_eq!(first.active().name, "replica2");
+    // Far longer than the store's TTL: the fleet record is kept alive by its refreshes, never gone.
+    for _ in 0..120 {
+        sleep_ms(100).await;
+        assert!(
+            store.raw(&RecordKey::Fleet).is_some(),
+            "the fleet record expired"
+        );
+    }
+    cluster.set(0, Node::Writer(0));
+    let second = cluster.engine(config, Some(Arc::clone(&store)));
+    sleep_ms(500).await;
+    assert_eq!(
+        second.active().name,
+        "replica2",
+        "the fence outlived the TTL"
+    );
+    // replica2 dies, replica1 is promoted; replica2 comes back writable: fenced. An operator lifts
+    // its fence (no forced switch reaches a third node).
+    cluster.set(2, Node::Down);
+    sleep_ms(300).await;
+    cluster.set(1, Node::Writer(0));
+    sleep_ms(300).await;
+    cluster.set(2, Node::Writer(0));
+    sleep_ms(500).await;
+    assert_eq!(first.active().name, "standby");
+    assert!(first.lift_fence("replica2").await.unwrap());
+    assert!(!first.lift_fence("replica2").await.unwrap(), "lifted once");
 }

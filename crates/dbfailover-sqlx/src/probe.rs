@@ -246,13 +246,17 @@ async fn check_postgres(
     outcome
 }
 
-/// A PostgreSQL node's role, writability and, for a standby, its replication lag in milliseconds (0
-/// when it replayed everything it received, else the age of the last transaction it replayed).
+/// A PostgreSQL node's role, writability and, for a standby, its replication lag in milliseconds: 0
+/// when it replayed everything it received, else the age of the last transaction it replayed; unknown
+/// (NULL) when it is not streaming from a writer (cut off, its data stands still), or when the role
+/// may not see its WAL receiver (`pg_read_all_stats`, part of `pg_monitor`).
 #[cfg(feature = "postgres")]
 const PG_ROLE_QUERY: &str = "SELECT pg_is_in_recovery(), \
     current_setting('transaction_read_only'), \
     CASE WHEN pg_is_in_recovery() THEN \
-        CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() \
+        CASE WHEN NOT EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming') \
+            THEN NULL \
+        WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() \
             THEN 0::float8 \
             ELSE (EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp())) * 1000)::float8 \
         END \
@@ -329,44 +333,48 @@ async fn check_mysql(
                 None
             }
         };
-        let replicating = status.as_ref().map(|rows| {
+        // Configured as a replica (a row in SHOW REPLICA STATUS, its threads running or stopped for
+        // maintenance) is replication evidence; only RESET SLAVE ALL (a promotion) removes the row.
+        let replicating = status.as_ref().map(|rows| !rows.is_empty());
+        let running = status.as_ref().is_some_and(|rows| {
             rows.iter().any(|row| {
                 use sqlx::Row;
-                [
-                    "Slave_IO_Running",
-                    "Slave_SQL_Running",
-                    "Replica_IO_Running",
-                    "Replica_SQL_Running",
-                ]
-                .iter()
-                .any(|column| {
-                    row.try_get::<String, _>(*column)
-                        .is_ok_and(|v| v.eq_ignore_ascii_case("yes"))
-                })
+                ["Slave_SQL_Running", "Replica_SQL_Running"]
+                    .iter()
+                    .any(|column| {
+                        row.try_get::<String, _>(*column)
+                            .is_ok_and(|v| v.eq_ignore_ascii_case("yes"))
+                    })
             })
         });
-        let lag = status.as_ref().and_then(|rows| {
-            use sqlx::Row;
-            let row = rows.first()?;
-            let seconds = row
-                .try_get::<Option<u64>, _>("Seconds_Behind_Master")
-                .ok()
-                .flatten()
-                .or_else(|| {
-                    row.try_get::<Option<i64>, _>("Seconds_Behind_Master")
-                        .ok()
-                        .flatten()
-                        .and_then(|s| u64::try_from(s).ok())
-                })?;
-            Some(Duration::from_secs(seconds))
-        });
+        let lag = status
+            .as_ref()
+            .and_then(|rows| {
+                use sqlx::Row;
+                let row = rows.first()?;
+                let seconds = row
+                    .try_get::<Option<u64>, _>("Seconds_Behind_Master")
+                    .ok()
+                    .flatten()
+                    .or_else(|| {
+                        row.try_get::<Option<i64>, _>("Seconds_Behind_Master")
+                            .ok()
+                            .flatten()
+                            .and_then(|s| u64::try_from(s).ok())
+                    })?;
+                Some(Duration::from_secs(seconds))
+            })
+            // A stopped replica's data does not move: its lag is unknown, never 0.
+            .filter(|_| running);
         // MariaDB's GTID position (MySQL has no such variable: unknown there).
         let gtid: Option<String> = sqlx::query_scalar("SELECT @@global.gtid_current_pos")
             .fetch_one(&mut conn)
             .await
             .ok();
         Ok(ProbeReport {
-            writable: Some(read_only == 0 && super_read_only == 0),
+            // A replica takes no writes from the application, whatever `read_only` says (MariaDB
+            // replicas are writable by default).
+            writable: Some(read_only == 0 && super_read_only == 0 && replicating != Some(true)),
             replication: replicating.map(|replicating| dbfailover_core::Replication {
                 replicating,
                 cluster: None,
