@@ -2,7 +2,8 @@
 //!
 //! ## Layout
 //! - [`probe`]: the [`Probe`] trait a driver implements, and the [`ProbeActor`] (one per monitored
-//!   connection) that runs it on its schedule, bounded by the timeout, never two at once, and
+//!   connection) that runs it on its schedule, bounded by the timeout, one at a time (a few at once,
+//!   `fast_interval` apart, only while a suspected hang is confirmed), and
 //!   switches to fast confirming checks after a reported query failure.
 //! - [`state`]: the [`StateActor`], owner of the thresholds and the UNKNOWN / HEALTHY / DOWN trackers
 //!   (the core's `HealthTracker`); it persists through a [`StateStore`] and tells the router.

@@ -33,7 +33,7 @@ pub struct CheckNow {
     pub confirm: bool,
 }
 
-/// handle -> `ProbeActor`: run a check now (after the one in flight, if any: never two at once) and
+/// handle -> `ProbeActor`: run a check now (after the one in flight, if any) and
 /// answer the connection's status once that check has been recorded.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Option<ConnectionStatus>")]

@@ -115,13 +115,23 @@ pub struct ProbeSettings {
 /// The pause before a confirming check that follows a refusal (a failure that was not a timeout).
 pub const REFUSAL_RECHECK: Duration = Duration::from_millis(5);
 
-/// Checks one connection on its schedule, never two checks at once, and reports each result to the
-/// `StateActor`. After a [`CheckNow`] with `confirm`, checks at the fast interval until the status is decided.
+/// Checks one connection on its schedule and reports each result to the `StateActor`, as it completes.
+/// After a [`CheckNow`] with `confirm` (or a failed check), checks at the fast interval until the
+/// status is decided; a refusal is rechecked within [`REFUSAL_RECHECK`].
+///
+/// One check runs at a time, except while a failure is being confirmed: when the latest check has
+/// run for `fast_interval` without an answer (a hang is suspected), another starts beside it, up to
+/// the failure threshold's checks at once, `fast_interval` apart. Each result counts as one check, in
+/// the order results arrive; a success ends the overlapping.
 pub struct ProbeActor {
     settings: ProbeSettings,
     probe: Arc<dyn Probe>,
     results: Recipient<ProbeCompleted>,
-    in_flight: bool,
+    /// Checks running now: one, or while a suspected hang is confirmed, up to the threshold's,
+    /// started `fast_interval` apart.
+    in_flight: u32,
+    /// When the latest check started.
+    last_start: Option<tokio::time::Instant>,
     again_now: bool,
     /// Confirming checks still to run at the fast interval (0: not confirming).
     confirm_left: u32,
@@ -150,7 +160,8 @@ impl ProbeActor {
             settings,
             probe,
             results,
-            in_flight: false,
+            in_flight: 0,
+            last_start: None,
             again_now: false,
             confirm_left: 0,
             last_timed_out: false,
@@ -204,21 +215,37 @@ impl ProbeActor {
         self.confirm_left = self.settings.confirm_checks.max(1);
     }
 
-    /// Checks now, or right after the check in flight: never two at once.
+    /// Checks now, or right after the check in flight.
     fn check_soon(&mut self, ctx: &mut Context<Self>) {
-        if !self.in_flight {
+        if self.in_flight == 0 {
             self.cancel_next(ctx);
         }
         self.start_check(ctx);
     }
 
-    /// Starts a check, or (one in flight) asks for another right after it.
+    /// Whether another check may start while some run: only while confirming a failure, when the
+    /// latest check has been running for `fast_interval` without an answer (a hang is suspected),
+    /// and fewer than the threshold's checks run.
+    fn may_overlap(&self) -> bool {
+        self.confirming()
+            && self.in_flight < self.settings.confirm_checks.max(1)
+            && self
+                .last_start
+                .is_some_and(|at| at.elapsed() >= self.settings.fast_interval)
+    }
+
+    /// Starts a check, or (one in flight, no overlap allowed) asks for another right after it.
     fn start_check(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight {
+        if self.in_flight > 0 && !self.may_overlap() {
             self.again_now = true;
             return;
         }
-        self.in_flight = true;
+        self.in_flight += 1;
+        self.last_start = Some(tokio::time::Instant::now());
+        if self.confirming() && self.in_flight < self.settings.confirm_checks.max(1) {
+            // If this one hangs too, the next confirming check starts beside it.
+            self.schedule(self.settings.fast_interval, ctx);
+        }
         self.waiting_current.append(&mut self.waiting_next);
         let settings = self.settings.clone();
         let probe = Arc::clone(&self.probe);
@@ -267,7 +294,7 @@ impl ProbeActor {
             check
                 .into_actor(self)
                 .map(|(success, timed_out, status), act, ctx| {
-                    act.in_flight = false;
+                    act.in_flight = act.in_flight.saturating_sub(1);
                     for waiter in act.waiting_current.drain(..) {
                         // A caller that stopped waiting is no loss.
                         let _ = waiter.send(status);
@@ -295,7 +322,12 @@ impl ProbeActor {
                             act.start_confirming();
                         }
                     }
-                    act.schedule_after_check(ctx);
+                    if act.in_flight == 0 {
+                        act.schedule_after_check(ctx);
+                    } else if !act.confirming() {
+                        // Decided while others run: no more overlapping checks.
+                        act.cancel_next(ctx);
+                    }
                 }),
         );
     }
@@ -314,7 +346,7 @@ impl Actor for ProbeActor {
 impl Supervised for ProbeActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         tracing::warn!(connection = %self.settings.connection, "probe actor restarted by its supervisor");
-        self.in_flight = false;
+        self.in_flight = 0;
         self.next = None;
     }
 }
