@@ -5,31 +5,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use dbfailover::core::{StateSettings, StoreKind};
-use dbfailover::engine::FnProbe;
-use dbfailover::{
-    ActiveRole, Config, DatabaseUrl, FailoverHandle, FailoverSystem, ProbeError, ProbeReport,
-    Schedule,
-};
+use dbfailover::{ActiveRole, Config, DatabaseUrl, FailoverHandle, FailoverSystem, Schedule};
 use dbfailover_tests::cache::{CacheKind, CacheServer};
 use dbfailover_tests::events::Events;
+use dbfailover_tests::probe::switch_probe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const PREFIX: &str = "dbfo_protocol";
-
-fn probe(up: Arc<AtomicBool>) -> impl dbfailover::Probe {
-    FnProbe::new(move |_| {
-        let up = up.load(Ordering::SeqCst);
-        async move {
-            if up {
-                Ok(ProbeReport::default())
-            } else {
-                Err(ProbeError::new("connection refused"))
-            }
-        }
-    })
-}
 
 fn state(url: String) -> StateSettings {
     StateSettings {
@@ -67,8 +51,8 @@ async fn fleet(state: &StateSettings, n: usize, interval: Duration) -> Fleet {
     let mut members = Vec::new();
     for _ in 0..n {
         let engine = FailoverSystem::builder(config(state, interval))
-            .probe("main", probe(Arc::clone(&primary_up)))
-            .probe("standby", probe(Arc::clone(&standby_up)))
+            .probe("main", switch_probe(Arc::clone(&primary_up)))
+            .probe("standby", switch_probe(Arc::clone(&standby_up)))
             .shared_store(dbfailover::store::from_settings(state).unwrap())
             .build()
             .unwrap()
@@ -292,8 +276,8 @@ struct Member {
 async fn member(state: &StateSettings, interval: Duration) -> Member {
     let primary_up = Arc::new(AtomicBool::new(true));
     let engine = FailoverSystem::builder(config(state, interval))
-        .probe("main", probe(Arc::clone(&primary_up)))
-        .probe("standby", probe(Arc::new(AtomicBool::new(true))))
+        .probe("main", switch_probe(Arc::clone(&primary_up)))
+        .probe("standby", switch_probe(Arc::new(AtomicBool::new(true))))
         .shared_store(dbfailover::store::from_settings(state).unwrap())
         .build()
         .unwrap()

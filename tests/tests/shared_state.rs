@@ -6,13 +6,12 @@
 
 use dbfailover::core::EventOrigin;
 use dbfailover::core::{StateSettings, StoreKind};
-use dbfailover::engine::FnProbe;
 use dbfailover::{
-    ActiveRole, Config, DatabaseUrl, EventKind, FailoverHandle, FailoverSystem, ProbeError,
-    ProbeReport, Schedule,
+    ActiveRole, Config, DatabaseUrl, EventKind, FailoverHandle, FailoverSystem, Schedule,
 };
 use dbfailover_tests::cache::{CacheKind, CacheServer, REDIS_PASSWORD};
 use dbfailover_tests::events::Events;
+use dbfailover_tests::probe::switch_probe;
 use dbfailover_tests::server::DbServer;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,19 +23,6 @@ struct Member {
     events: Events,
     primary_up: Arc<AtomicBool>,
     failover_up: Arc<AtomicBool>,
-}
-
-fn switch_probe(up: Arc<AtomicBool>) -> impl dbfailover::Probe {
-    FnProbe::new(move |_| {
-        let up = up.load(Ordering::SeqCst);
-        async move {
-            if up {
-                Ok(ProbeReport::default())
-            } else {
-                Err(ProbeError::new("connection refused"))
-            }
-        }
-    })
 }
 
 fn config(state: StateSettings) -> Config {

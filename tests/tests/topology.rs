@@ -7,17 +7,15 @@
 
 use dbfailover::core::config::Failovers;
 use dbfailover::sqlx::sqlx::{self, ConnectOptions, MySql, Postgres};
-use dbfailover::{ActiveRole, Config, RoutedPool, Schedule};
+use dbfailover::{ActiveRole, Config, RoutedPool};
 use dbfailover_tests::events::Events;
 use dbfailover_tests::server::{DbServer, Kind};
 use std::time::{Duration, Instant};
 
-/// Interval 100 ms, timeout 300 ms, thresholds 3 / 2, fast interval 20 ms.
+/// The test bed's base settings (interval 100 ms, timeout 300 ms, thresholds 3 / 2, fast interval
+/// 20 ms) with every failover, in order.
 fn config(primary: &DbServer, failovers: &[&DbServer]) -> Config {
-    let mut config = Config::with_databases(
-        (primary.name(), primary.url()),
-        (failovers[0].name(), failovers[0].url()),
-    );
+    let mut config = dbfailover_tests::scenarios::base_config(primary, failovers[0]);
     for f in &failovers[1..] {
         config.databases.insert(
             f.name().to_owned(),
@@ -30,14 +28,35 @@ fn config(primary: &DbServer, failovers: &[&DbServer]) -> Config {
             .map(|f| f.name().to_owned())
             .collect::<Vec<_>>(),
     );
-    config.failover.blocking = "blocking".into();
-    let h = &mut config.health_check;
-    h.interval = Schedule::Every(Duration::from_millis(100));
-    h.timeout = Duration::from_millis(300);
-    h.failure_threshold = 3;
-    h.recovery_threshold = 2;
-    h.fast_interval = Duration::from_millis(20);
     config
+}
+
+/// An engine on `config`, its events, a writer through its routed pool that has written once on the
+/// primary, and every node's role known.
+async fn engine_on(
+    config: &Config,
+    primary: &DbServer,
+) -> (dbfailover::FailoverHandle, Events, Writer) {
+    let engine = dbfailover::builder(config.clone())
+        .unwrap()
+        .build()
+        .unwrap()
+        .start();
+    let (listener, events) = Events::start();
+    engine.subscribe(listener).await.unwrap();
+    let writer = match primary.kind() {
+        Kind::Postgres => {
+            Writer::Pg(RoutedPool::connect_lazy(engine.clone(), config, None).unwrap())
+        }
+        Kind::MariaDb => {
+            Writer::My(RoutedPool::connect_lazy(engine.clone(), config, None).unwrap())
+        }
+    };
+    writer
+        .until_written_on(primary.port(), Duration::from_secs(10))
+        .await;
+    every_role_known(&engine).await;
+    (engine, events, writer)
 }
 
 /// Which server took a write: its port, from the server itself.
@@ -145,18 +164,7 @@ async fn postgres_writes_follow_a_promoted_replica_and_the_restarted_old_primary
         DbServer::postgres_replica_of(&primary, "replica2_db")
     );
     let config = config(&primary, &[&replica1, &replica2]);
-    let engine = dbfailover::builder(config.clone())
-        .unwrap()
-        .build()
-        .unwrap()
-        .start();
-    let (listener, events) = Events::start();
-    engine.subscribe(listener).await.unwrap();
-    let writer = Writer::Pg(RoutedPool::connect_lazy(engine.clone(), &config, None).unwrap());
-    writer
-        .until_written_on(primary.port(), Duration::from_secs(10))
-        .await;
-    every_role_known(&engine).await;
+    let (engine, events, writer) = engine_on(&config, &primary).await;
 
     // The primary dies; nothing can take writes until an outside tool promotes a replica.
     primary.kill9();
@@ -222,19 +230,7 @@ async fn mariadb_writes_follow_a_promoted_replica_and_the_restarted_old_primary_
     create_writes(&primary).await;
     let replica = DbServer::mariadb_replica_of(&primary, "replica_db").await;
     let config = config(&primary, &[&replica]);
-    let engine = dbfailover::builder(config.clone())
-        .unwrap()
-        .build()
-        .unwrap()
-        .start();
-    let (listener, events) = Events::start();
-    engine.subscribe(listener).await.unwrap();
-    let writer = Writer::My(RoutedPool::connect_lazy(engine.clone(), &config, None).unwrap());
-    writer
-        .until_written_on(primary.port(), Duration::from_secs(10))
-        .await;
-    // The engine has seen the primary writing and the replica replicating before the fault.
-    every_role_known(&engine).await;
+    let (engine, events, writer) = engine_on(&config, &primary).await;
 
     primary.kill9();
     replica.promote().await;
@@ -290,20 +286,9 @@ async fn postgres_reads_go_to_replicas_under_the_lag_bound_and_go_on_with_no_wri
     );
     let mut config = config(&primary, &[&replica1, &replica2]);
     config.failover.max_replication_lag = Duration::from_millis(500);
-    let engine = dbfailover::builder(config.clone())
-        .unwrap()
-        .build()
-        .unwrap()
-        .start();
-    let (listener, events) = Events::start();
-    engine.subscribe(listener).await.unwrap();
+    let (engine, events, writer) = engine_on(&config, &primary).await;
     let routed: RoutedPool<Postgres> =
         RoutedPool::connect_lazy(engine.clone(), &config, None).unwrap();
-    let writer = Writer::Pg(RoutedPool::connect_lazy(engine.clone(), &config, None).unwrap());
-    writer
-        .until_written_on(primary.port(), Duration::from_secs(10))
-        .await;
-    every_role_known(&engine).await;
 
     // Round robin over both replicas; never the writer while they serve.
     let mut served = std::collections::BTreeSet::new();
@@ -401,18 +386,7 @@ async fn mariadb_replication_stopped_for_maintenance_is_no_promotion() {
     // MariaDB's default: a replica that is not read-only.
     replica.admin(&["SET GLOBAL read_only = 0"]).await;
     let config = config(&primary, &[&replica]);
-    let engine = dbfailover::builder(config.clone())
-        .unwrap()
-        .build()
-        .unwrap()
-        .start();
-    let (listener, events) = Events::start();
-    engine.subscribe(listener).await.unwrap();
-    let writer = Writer::My(RoutedPool::connect_lazy(engine.clone(), &config, None).unwrap());
-    writer
-        .until_written_on(primary.port(), Duration::from_secs(10))
-        .await;
-    every_role_known(&engine).await;
+    let (_engine, events, writer) = engine_on(&config, &primary).await;
     replica.admin(&["STOP SLAVE"]).await;
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(1500) {

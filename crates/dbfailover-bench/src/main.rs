@@ -32,11 +32,23 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Outage and restore windows on two real PostgreSQL servers, ours and HAProxy's.
+    /// Outage and restore windows on two real PostgreSQL, then MariaDB, servers: ours (with and
+    /// without retries) and HAProxy's (plain and best settings), 1 and 8 clients.
     Failover {
         /// Repetitions of each scenario (the median is reported).
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 3)]
         reps: usize,
+        /// The databases to run on.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "postgres,mariadb"
+        )]
+        databases: Vec<failover::Db>,
+        /// Concurrent clients, each sending queries back to back.
+        #[arg(long, value_delimiter = ',', default_value = "1,8")]
+        clients: Vec<usize>,
         /// Where to write the results as JSON.
         #[arg(long, default_value = "target/bench/failover.json")]
         json: PathBuf,
@@ -94,7 +106,13 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Failover { reps, json, svg } => failover::run(reps, &json, &svg),
+        Command::Failover {
+            reps,
+            databases,
+            clients,
+            json,
+            svg,
+        } => failover::run(reps, &databases, &clients, &json, &svg),
         Command::Actor { calls } => actor::run(calls),
         Command::Fleet {
             sizes,

@@ -1,11 +1,12 @@
-//! An SVG of the failover window: per 10 ms bucket around the fault, how many queries the primary
-//! served, the failover served, limited mode refused, or failed. No plotting dependency.
+//! An SVG of the failover window: per 10 ms bucket around the fault, whether the primary served the
+//! queries, the failover served them, limited mode refused them, or they failed. No plotting
+//! dependency.
 
 use crate::failover::Outcome;
 use std::fmt::Write;
 
 const FROM_MS: f64 = -200.0;
-const TO_MS: f64 = 1200.0;
+const TO_MS: f64 = 1500.0;
 const BUCKET_MS: f64 = 10.0;
 
 fn color(outcome: Outcome) -> &'static str {
@@ -18,7 +19,7 @@ fn color(outcome: Outcome) -> &'static str {
 }
 
 /// One strip per timeline: a cell per 10 ms bucket, colored by what its queries saw.
-pub(crate) fn svg(timelines: &[(&str, Vec<(f64, Outcome)>)]) -> String {
+pub(crate) fn svg(timelines: &[(String, Vec<(f64, Outcome)>)]) -> String {
     let buckets = ((TO_MS - FROM_MS) / BUCKET_MS) as usize;
     let cell = 4.0;
     let strip = 34.0;
@@ -32,7 +33,7 @@ pub(crate) fn svg(timelines: &[(&str, Vec<(f64, Outcome)>)]) -> String {
     );
     let _ = write!(
         out,
-        r#"<text x="{left}" y="16">Queries per 10 ms around the fault (t = 0, kill -9 of the primary), from -200 ms to +1200 ms</text>"#
+        r#"<text x="{left}" y="16">PostgreSQL, 1 client: its queries per 10 ms (by completion) around the fault of the primary (t = 0), from -200 ms to +1500 ms</text>"#
     );
     for (row, (name, timeline)) in timelines.iter().enumerate() {
         let y = 30.0 + row as f64 * strip;

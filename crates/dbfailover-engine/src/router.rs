@@ -229,12 +229,7 @@ impl RouterActor {
         let before = self.router.active_node();
         let fenced = self.topology.fenced();
         let outcome = self.router.update(&self.views, &fenced, chrono::Utc::now());
-        let events = outcome
-            .events
-            .into_iter()
-            .map(|e| e.with_origin(origin))
-            .collect();
-        self.after_change(before, events);
+        self.after_change(before, outcome.events, origin);
         self.update_reads(origin);
         if let Some(node) = outcome.check_now
             && let Some(Some(probe)) = self.probes.get(node)
@@ -280,7 +275,14 @@ impl RouterActor {
         }
     }
 
-    fn after_change(&mut self, before: Option<usize>, events: Vec<FailoverEvent>) {
+    /// Publishes the decision (the word, metrics) and then the switch `events`, made by `origin`.
+    fn after_change(
+        &mut self,
+        before: Option<usize>,
+        events: Vec<FailoverEvent>,
+        origin: EventOrigin,
+    ) {
+        let events = events.into_iter().map(|e| e.with_origin(origin)).collect();
         let after = self.router.active_node();
         self.shared.store(after, self.router.epoch());
         crate::metrics::record_active(self.router.names(), after, before != after);
@@ -401,12 +403,7 @@ impl RouterActor {
         let before = self.router.active_node();
         let outcome = self.router.force(node, chrono::Utc::now());
         tracing::warn!(target_connection = ?preference, ?origin, "forced switch");
-        let events = outcome
-            .events
-            .into_iter()
-            .map(|e| e.with_origin(origin))
-            .collect();
-        self.after_change(before, events);
+        self.after_change(before, outcome.events, origin);
     }
 }
 
