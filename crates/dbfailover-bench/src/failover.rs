@@ -555,6 +555,7 @@ async fn run_once(
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let seen = finish(&client, tasks).await;
+    if let Some(p) = &proxy { eprintln!("TMPDEBUG fault {fault_ms:.0} back {back_ms:.0} origin {:?}\n{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0 - ms(origin)), p.log()); }
     drop(proxy);
 
     let first_after = |queries: &[Query], from: f64, want: Outcome| {
