@@ -15,6 +15,12 @@ use std::time::Duration;
 /// bit each of a 64-bit word, the primary included).
 pub const MAX_FAILOVERS: usize = 63;
 
+/// The longest timeout, interval or lag bound accepted.
+pub const MAX_DURATION: Duration = Duration::from_secs(3600);
+
+/// The longest TTL accepted (memcached reads a longer one as a date).
+pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// The smallest check interval (and fast interval) accepted.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -602,6 +608,34 @@ impl Config {
                 "must be at least 10ms",
             ));
         }
+        let mut bounded = vec![
+            ("health_check.timeout", h.timeout),
+            ("health_check.fast_interval", h.fast_interval),
+            ("state.timeout", self.state.timeout),
+            ("failover.max_replication_lag", self.failover.max_replication_lag),
+        ];
+        if let Schedule::Every(interval) = h.interval {
+            bounded.push(("health_check.interval", interval));
+        }
+        if let Some(confirm) = h.confirm_timeout {
+            bounded.push(("health_check.confirm_timeout", confirm));
+        }
+        for (key, value) in bounded {
+            if value > MAX_DURATION {
+                return Err(ConfigError::invalid(
+                    key,
+                    duration::format(value),
+                    "must be at most 1h (a longer one is surely a mistake)",
+                ));
+            }
+        }
+        if self.state.ttl > MAX_TTL {
+            return Err(ConfigError::invalid(
+                "state.ttl",
+                duration::format(self.state.ttl),
+                "must be at most 30 days",
+            ));
+        }
         Ok(())
     }
 }
@@ -704,7 +738,7 @@ mod tests {
     #[test]
     fn each_bad_setting_names_its_key_and_value() {
         type Mutation = fn(&mut Config);
-        let cases: [(Mutation, &str, &str); 9] = [
+        let cases: [(Mutation, &str, &str); 11] = [
             (
                 |c| c.health_check.failure_threshold = 0,
                 "health_check.failure_threshold",
@@ -729,6 +763,16 @@ mod tests {
                 |c| c.health_check.fast_interval = Duration::from_millis(1),
                 "health_check.fast_interval",
                 "1ms",
+            ),
+            (
+                |c| c.health_check.timeout = Duration::from_secs(7200),
+                "health_check.timeout",
+                "2h",
+            ),
+            (
+                |c| c.state.ttl = Duration::from_secs(31 * 24 * 3600),
+                "state.ttl",
+                "1month 13h 26m 24s",
             ),
             (
                 |c| c.failover.primary = "nowhere".into(),
