@@ -5,8 +5,9 @@
 //! HAProxy (with a plain sqlx pool, which retries nothing) at its plain settings and at its best ones.
 //!
 //! Per run: **outage** from the fault to the first query served by the failover, for the last client
-//! to get one; **restore** from the primary answering again (restarted, or every process continued)
-//! to the first query served by the primary, for the last client to get one; **failed** queries of
+//! to get one; **restore** from the primary answering again (the first query on a new connection
+//! straight to it that succeeds after the restart or SIGCONT) to the first query served by the
+//! primary through the router, for the last client to get one; **failed** queries of
 //! all clients from the fault to the restore, and after it; the **longest query** in flight between
 //! the fault and the end of the outage; and how long a query started before the switch (the first
 //! answer from the failover) **outlived** it.
@@ -14,7 +15,9 @@
 use crate::plot;
 use dbfailover::sqlx::sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use dbfailover::sqlx::sqlx::postgres::PgPoolOptions;
-use dbfailover::sqlx::sqlx::{self, ConnectOptions, MySql, MySqlPool, PgPool, Postgres};
+use dbfailover::sqlx::sqlx::{
+    self, ConnectOptions, Connection, MySql, MySqlPool, PgPool, Postgres,
+};
 use dbfailover::{Config, FailoverHandle, RetryPolicy, RoutedError, RoutedPool, Schedule};
 use dbfailover_tests::server::DbServer;
 use serde::Serialize;
@@ -132,8 +135,11 @@ struct Run {
     outage_ms: f64,
     /// Fault to the first answer of the failover, for the first client to get one.
     first_answer_ms: f64,
-    /// Primary back to its first answer, for the last client to get one.
+    /// The primary answering again (a direct query on a new connection) to its first answer through
+    /// the router, for the last client to get one.
     restore_ms: f64,
+    /// From the restart or SIGCONT to the primary answering a direct query.
+    primary_back_ms: f64,
     /// Queries that failed (or were refused) between the fault and the restore.
     failed_during_fault: usize,
     /// Queries that failed (or were refused) after the restore.
@@ -464,6 +470,39 @@ async fn make_client(
     Ok((Client { pools, retry }, Some(proxy)))
 }
 
+/// When (ms since `origin`) a query on a new connection straight to `url`, bypassing every router,
+/// first succeeds; a few attempts per millisecond at most.
+async fn first_direct_answer(db: Db, url: String, origin: Instant) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let attempt = async {
+            match db {
+                Db::Postgres => {
+                    let mut conn = sqlx::PgConnection::connect(&url).await?;
+                    let answer = sqlx::query_scalar::<_, String>(WHOAMI)
+                        .fetch_one(&mut conn)
+                        .await;
+                    let _ = conn.close().await;
+                    answer
+                }
+                Db::Mariadb => {
+                    let mut conn = sqlx::MySqlConnection::connect(&url).await?;
+                    let answer = sqlx::query_scalar::<_, String>(WHOAMI)
+                        .fetch_one(&mut conn)
+                        .await;
+                    let _ = conn.close().await;
+                    answer
+                }
+            }
+        };
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), attempt).await {
+            return ms(origin);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    f64::NAN
+}
+
 /// Waits until every client's latest query saw `want`; false after `limit`.
 async fn wait_all(last: &[AtomicU8], want: Outcome, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
@@ -544,18 +583,23 @@ async fn run_once(
         eprintln!("  {scenario:?}: not every client was served by the failover within 20 s");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let restore_begins_ms = ms(origin);
+    let probe = tokio::spawn(first_direct_answer(
+        bed.db,
+        bed.primary.url().expose().to_owned(),
+        origin,
+    ));
     match scenario.fault {
         Fault::Kill => bed.primary.start().await,
         Fault::Hang => tokio::task::block_in_place(|| bed.primary.thaw()),
     }
-    let back_ms = ms(origin);
+    let back_ms = probe.await.unwrap_or(f64::NAN);
     let restored = wait_all(&last, Outcome::Primary, Duration::from_secs(20)).await;
     if !restored {
         eprintln!("  {scenario:?}: not every client was served by the primary within 20 s");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let seen = finish(&client, tasks).await;
-    if let Some(p) = &proxy { eprintln!("TMPDEBUG fault {fault_ms:.0} back {back_ms:.0} origin {:?}\n{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0 - ms(origin)), p.log()); }
     drop(proxy);
 
     let first_after = |queries: &[Query], from: f64, want: Outcome| {
@@ -581,7 +625,8 @@ async fn run_once(
         .filter(|v| v.is_finite())
         .fold(f64::INFINITY, f64::min);
     let outage_ms = worst(outages);
-    let restore_ms = worst(per_client(back_ms, Outcome::Primary));
+    let restore_ms =
+        worst(per_client(restore_begins_ms, Outcome::Primary)) - (back_ms - restore_begins_ms);
     let all = || seen.iter().flatten();
     let failed = |q: &&Query| matches!(q.outcome, Outcome::Failed | Outcome::Refused);
     let outage_end = fault_ms
@@ -597,9 +642,13 @@ async fn run_once(
         restore_ms,
         failed_during_fault: all()
             .filter(failed)
-            .filter(|q| q.end > fault_ms && q.end <= back_ms)
+            .filter(|q| q.end > fault_ms && q.end <= restore_begins_ms)
             .count(),
-        failed_after_restore: all().filter(failed).filter(|q| q.end > back_ms).count(),
+        failed_after_restore: all()
+            .filter(failed)
+            .filter(|q| q.end > restore_begins_ms)
+            .count(),
+        primary_back_ms: back_ms - restore_begins_ms,
         longest_query_ms: all()
             .filter(|q| q.end > fault_ms && q.start < outage_end)
             .map(|q| q.end - q.start)

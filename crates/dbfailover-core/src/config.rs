@@ -612,7 +612,10 @@ impl Config {
             ("health_check.timeout", h.timeout),
             ("health_check.fast_interval", h.fast_interval),
             ("state.timeout", self.state.timeout),
-            ("failover.max_replication_lag", self.failover.max_replication_lag),
+            (
+                "failover.max_replication_lag",
+                self.failover.max_replication_lag,
+            ),
         ];
         if let Schedule::Every(interval) = h.interval {
             bounded.push(("health_check.interval", interval));
