@@ -199,3 +199,32 @@ async fn work_that_is_not_idempotent_is_never_run_twice() {
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1, "started once, never again");
 }
+
+#[actix_rt::test]
+async fn work_on_a_sound_failover_finishes_when_routing_fails_back() {
+    let mut h = Harness::start(Kind::Postgres, |_| {}).await;
+    h.wait_for(ActiveRole::Primary, Duration::from_secs(5))
+        .await;
+    h.primary.kill9();
+    h.wait_for(ActiveRole::Failover, Duration::from_secs(5))
+        .await;
+    let routed = Arc::clone(&h.routed);
+    let running = tokio::spawn(async move {
+        let Routed::Pg(pool) = &*routed else {
+            unreachable!()
+        };
+        pool.with_connection(async |conn| {
+            sqlx::query_scalar::<_, String>("SELECT name FROM whoami WHERE pg_sleep(2) IS NOT NULL")
+                .fetch_one(conn)
+                .await
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.primary.start().await;
+    h.wait_for(ActiveRole::Primary, Duration::from_secs(5))
+        .await;
+    // Routing went back to the preferred primary while the work ran on the failover, which is sound.
+    let result = running.await.unwrap();
+    assert_eq!(result.ok().as_deref(), Some("failover_db"));
+}

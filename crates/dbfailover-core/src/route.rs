@@ -126,6 +126,12 @@ pub fn route(views: &[ConnectionView], fenced: &[bool], preferred: usize) -> Dec
     }
 }
 
+/// Whether work already running on a node may finish there: it is not DOWN, not read-only, not
+/// fenced (routing may have moved to a preferred node, but this one is sound). Pure.
+pub fn sound(view: &ConnectionView, fenced: bool) -> bool {
+    view.status != ConnectionStatus::Down && view.writable != Some(false) && !fenced
+}
+
 /// Whether a node may serve reads: HEALTHY, a replica (replicating, not writable), its replication lag
 /// known and at most `max_lag`. Pure.
 pub fn readable(

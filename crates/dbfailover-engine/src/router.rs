@@ -26,6 +26,8 @@ pub struct SharedActive {
     word: AtomicU64,
     reads: AtomicU64,
     fastest: AtomicU64,
+    /// Bit `n` set: node `n` is sound (work running there may finish).
+    sound: AtomicU64,
     /// The switch epoch, for work that must end when routing leaves its database.
     switches: tokio::sync::watch::Sender<u64>,
 }
@@ -36,6 +38,7 @@ impl Default for SharedActive {
             word: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             fastest: AtomicU64::new(u64::MAX),
+            sound: AtomicU64::new(u64::MAX),
             switches: tokio::sync::watch::channel(0).0,
         }
     }
@@ -116,9 +119,16 @@ impl SharedActive {
         }
     }
 
-    fn store_reads(&self, nodes: u64, fastest: Option<usize>) {
+    /// Whether work running on node `node` may finish there (it is not DOWN, read-only or fenced).
+    #[inline]
+    pub fn is_sound(&self, node: usize) -> bool {
+        node >= 64 || self.sound.load(Ordering::Acquire) & (1 << node) != 0
+    }
+
+    fn store_reads(&self, nodes: u64, fastest: Option<usize>, sound: u64) {
+        let sound_before = self.sound.swap(sound, Ordering::AcqRel);
         let before = self.reads.swap(nodes, Ordering::AcqRel);
-        if before != nodes {
+        if before != nodes || sound_before != sound {
             // Reads running on a replica that left the set are released.
             self.switches.send_modify(|_| {});
         }
@@ -255,7 +265,18 @@ impl RouterActor {
                 }
             }
         }
-        self.shared.store_reads(nodes, fastest.map(|(i, _)| i));
+        let fenced = self.topology.fenced();
+        let sound = self
+            .views
+            .iter()
+            .enumerate()
+            .take(64)
+            .filter(|(i, view)| {
+                dbfailover_core::route::sound(view, fenced.get(*i).copied().unwrap_or(false))
+            })
+            .fold(0u64, |mask, (i, _)| mask | (1 << i));
+        self.shared
+            .store_reads(nodes, fastest.map(|(i, _)| i), sound);
         let read_only = self.router.active_node().is_none() && nodes != 0;
         if read_only != self.read_only_mode {
             self.read_only_mode = read_only;

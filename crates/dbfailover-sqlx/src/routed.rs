@@ -390,8 +390,9 @@ impl<DB: Database> RoutedPool<DB> {
     /// [`RoutedPool::observe`]: the limited-mode error at once, connection errors reported.
     ///
     /// **Work on a database routing leaves is released at the switch**: if routing switches away from
-    /// the database while `work` runs (it is DOWN, read-only or fenced, or limited mode begins), `work`
-    /// is stopped at once and its connection discarded, and the answer is
+    /// the database while `work` runs because it is DOWN, read-only or fenced, or limited mode begins,
+    /// `work` is stopped at once and its connection discarded (a switch back to a preferred, sound
+    /// database lets it finish), and the answer is
     /// [`RoutedError::Switched`] instead of a wait for a dead or frozen server. The same with the
     /// handle's [`RoutedPool::query_deadline`], if set ([`RoutedError::Deadline`]).
     ///
@@ -429,11 +430,16 @@ impl<DB: Database> RoutedPool<DB> {
     ) -> Result<T, RoutedError> {
         let node = connection.node();
         let shared = Arc::clone(&self.shared);
+        // Released only when routing left the database because it is unsound (DOWN, read-only,
+        // fenced) or limited mode began; a switch back to a preferred database lets it finish.
         let still_routed = move || {
-            let active = shared.load().node == Some(node);
+            let snapshot = shared.load();
+            if snapshot.node == Some(node) {
+                return true;
+            }
             match purpose {
-                Use::Writes => active,
-                Use::Reads => active || (node < 64 && shared.reads().nodes & (1 << node) != 0),
+                Use::Writes => snapshot.node.is_some() && shared.is_sound(node),
+                Use::Reads => node < 64 && shared.reads().nodes & (1 << node) != 0,
             }
         };
         let outcome = {
