@@ -335,13 +335,14 @@ pub async fn hang(kind: Kind) {
         .await;
     h.report("hang", "primary SIGSTOP -> failover", took);
     // timeout + failure_threshold × interval = 600 ms is the designed bound (the first check waits the
-    // timeout, the confirming ones the confirm timeout, here the interval); allow for a loaded machine.
+    // timeout; the confirming ones overlap it, or wait the confirm timeout, here the interval); allow
+    // for a loaded machine.
     assert!(took < Duration::from_millis(600 + 700), "{took:?}");
     let states = h.engine.connection_states().await.unwrap_or_default();
-    assert_eq!(
-        states[0].state.last_error.as_deref(),
-        Some("timed out after 100ms"),
-        "the confirming checks ended at the confirm timeout"
+    let error = states[0].state.last_error.clone().unwrap_or_default();
+    assert!(
+        ["timed out after 300ms", "timed out after 100ms"].contains(&error.as_str()),
+        "decided by checks that timed out, at the timeout or the confirm timeout: {error}"
     );
     let asked = Instant::now();
     let report = h
