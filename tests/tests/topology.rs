@@ -359,6 +359,20 @@ async fn postgres_reads_go_to_replicas_under_the_lag_bound_and_go_on_with_no_wri
     );
     let port = read_port(&routed).await.unwrap();
     assert!([replica1.port(), replica2.port()].contains(&port));
+    // The retry helper on the read route reads too.
+    let policy = dbfailover::RetryPolicy {
+        purpose: dbfailover::sqlx::Use::Reads,
+        ..dbfailover::RetryPolicy::reads()
+    };
+    let retried: i64 = routed
+        .with_retry(policy, async |conn| {
+            sqlx::query_scalar("SELECT CAST(inet_server_port() AS bigint)")
+                .fetch_one(conn)
+                .await
+        })
+        .await
+        .unwrap();
+    assert!([i64::from(replica1.port()), i64::from(replica2.port())].contains(&retried));
     let seen = events.names();
     assert!(
         seen.contains(&"LimitedFunctionalityModeActivated"),

@@ -132,6 +132,11 @@ pub struct ProbeActor {
     in_flight: u32,
     /// When the latest check started.
     last_start: Option<tokio::time::Instant>,
+    /// Checks started so far (each check's number is its place in that order).
+    started: u64,
+    /// The number of the latest check that succeeded: a failure of an older check (a hung check
+    /// that timed out after a newer one answered) is stale, and not counted.
+    last_success: Arc<std::sync::atomic::AtomicU64>,
     again_now: bool,
     /// Confirming checks still to run at the fast interval (0: not confirming).
     confirm_left: u32,
@@ -162,6 +167,8 @@ impl ProbeActor {
             results,
             in_flight: 0,
             last_start: None,
+            started: 0,
+            last_success: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             again_now: false,
             confirm_left: 0,
             last_timed_out: false,
@@ -242,6 +249,9 @@ impl ProbeActor {
         }
         self.in_flight += 1;
         self.last_start = Some(tokio::time::Instant::now());
+        self.started += 1;
+        let number = self.started;
+        let last_success = Arc::clone(&self.last_success);
         if self.confirming() && self.in_flight < self.settings.confirm_checks.max(1) {
             // If this one hangs too, the next confirming check starts beside it.
             self.schedule(self.settings.fast_interval, ctx);
@@ -280,6 +290,14 @@ impl ProbeActor {
                 CheckResult::Failure { reason } => tracing::debug!(%reason, "check failed"),
             }
             let success = result.is_success();
+            use std::sync::atomic::Ordering;
+            if success {
+                last_success.fetch_max(number, Ordering::AcqRel);
+            } else if last_success.load(Ordering::Acquire) > number {
+                // A newer check answered while this one hung: its failure says nothing new.
+                tracing::debug!(check = number, "stale failure of an older check ignored");
+                return (false, timed_out, None);
+            }
             let message = ProbeCompleted {
                 connection: Arc::clone(&settings.connection),
                 result,

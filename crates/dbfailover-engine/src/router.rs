@@ -28,6 +28,8 @@ pub struct SharedActive {
     fastest: AtomicU64,
     /// Bit `n` set: node `n` is sound (work running there may finish).
     sound: AtomicU64,
+    /// Bit `n` set: node `n` is not DOWN (reads running there may finish).
+    up: AtomicU64,
     /// The switch epoch, for work that must end when routing leaves its database.
     switches: tokio::sync::watch::Sender<u64>,
 }
@@ -39,6 +41,7 @@ impl Default for SharedActive {
             reads: AtomicU64::new(0),
             fastest: AtomicU64::new(u64::MAX),
             sound: AtomicU64::new(u64::MAX),
+            up: AtomicU64::new(u64::MAX),
             switches: tokio::sync::watch::channel(0).0,
         }
     }
@@ -125,10 +128,17 @@ impl SharedActive {
         node >= 64 || self.sound.load(Ordering::Acquire) & (1 << node) != 0
     }
 
-    fn store_reads(&self, nodes: u64, fastest: Option<usize>, sound: u64) {
+    /// Whether node `node` still answers (it is not DOWN).
+    #[inline]
+    pub fn is_up(&self, node: usize) -> bool {
+        node >= 64 || self.up.load(Ordering::Acquire) & (1 << node) != 0
+    }
+
+    fn store_reads(&self, nodes: u64, fastest: Option<usize>, sound: u64, up: u64) {
         let sound_before = self.sound.swap(sound, Ordering::AcqRel);
+        let up_before = self.up.swap(up, Ordering::AcqRel);
         let before = self.reads.swap(nodes, Ordering::AcqRel);
-        if before != nodes || sound_before != sound {
+        if before != nodes || sound_before != sound || up_before != up {
             // Reads running on a replica that left the set are released.
             self.switches.send_modify(|_| {});
         }
@@ -275,8 +285,15 @@ impl RouterActor {
                 dbfailover_core::route::sound(view, fenced.get(*i).copied().unwrap_or(false))
             })
             .fold(0u64, |mask, (i, _)| mask | (1 << i));
+        let up = self
+            .views
+            .iter()
+            .enumerate()
+            .take(64)
+            .filter(|(_, view)| view.status != ConnectionStatus::Down)
+            .fold(0u64, |mask, (i, _)| mask | (1 << i));
         self.shared
-            .store_reads(nodes, fastest.map(|(i, _)| i), sound);
+            .store_reads(nodes, fastest.map(|(i, _)| i), sound, up);
         let read_only = self.router.active_node().is_none() && nodes != 0;
         if read_only != self.read_only_mode {
             self.read_only_mode = read_only;

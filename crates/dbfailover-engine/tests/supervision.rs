@@ -218,3 +218,25 @@ async fn a_store_that_reads_but_cannot_write_is_one_outage_not_a_flapping_one() 
     sleep_ms(500).await;
     assert_eq!(drain(&events), ["CacheRestored"]);
 }
+
+#[actix_rt::test]
+async fn a_hung_check_that_times_out_after_a_newer_one_answered_is_not_counted() {
+    tokio::time::pause();
+    let primary = Scripted::new(Mode::Up);
+    let handle = common::start(config(), primary.clone(), Scripted::new(Mode::Up));
+    sleep_ms(50).await;
+    // Two checks hang (they overlap while the failure is confirmed), then the server answers again.
+    primary.set(Mode::Hang);
+    handle.report_query_failure("main").unwrap();
+    sleep_ms(35).await;
+    primary.set(Mode::Up);
+    // The newer check answers at once; the two hung ones time out 15 and 35 ms later.
+    sleep_ms(40).await;
+    // The hung checks timed out after the newer success: stale, not failures. One refusal now is
+    // one failure, not the third.
+    primary.set(Mode::Refuse);
+    handle.check("main").await.unwrap();
+    assert_eq!(handle.active().role, ActiveRole::Primary);
+    let states = handle.connection_states().await.unwrap();
+    assert!(states[0].state.failure_count <= 1, "{:?}", states[0].state);
+}

@@ -66,10 +66,13 @@ impl RoutedError {
     }
 
     /// Whether running the same work again may succeed on another route: a switch, or the connection
-    /// itself lost, refused or timed out. A query error (a constraint, a syntax error) is not.
+    /// itself lost, refused or timed out. A query error (a constraint, a syntax error) is not, nor is a
+    /// deadline: the database is sound, and the stopped query may still run there (the server is not
+    /// told; set the server's own timeout, `statement_timeout` / `max_statement_time`, as well).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Switched { .. } | Self::Deadline { .. } => true,
+            Self::Switched { .. } => true,
+            Self::Deadline { .. } => false,
             Self::Database {
                 connection_error, ..
             } => *connection_error,

@@ -147,12 +147,13 @@ pub struct RetryPolicy {
     pub idempotent: bool,
     /// The longest wait for routing to switch between attempts.
     pub backoff: Duration,
-    /// The route it takes.
+    /// The route it takes: the writer's, or the read route (replicas under the lag bound).
     pub purpose: Use,
 }
 
 impl RetryPolicy {
     /// Reads on the write route: idempotent, 4 attempts within 5 s, waiting at most 200 ms for a switch.
+    /// For the read route, set `purpose` to [`Use::Reads`].
     pub fn reads() -> Self {
         Self {
             attempts: 4,
@@ -350,7 +351,7 @@ impl<DB: Database> RoutedPool<DB> {
     ) -> Result<T, RoutedError> {
         let switches = self.shared.switches();
         let connection = self.acquire_read().await?;
-        self.run_guarded(connection, switches, Use::Reads, work)
+        self.run_guarded(connection, switches, Use::Reads, None, work)
             .await
     }
 
@@ -408,7 +409,7 @@ impl<DB: Database> RoutedPool<DB> {
         // Watch before routing, so that no switch after the choice goes unseen.
         let switches = self.shared.switches();
         let connection = self.acquire().await?;
-        self.run_guarded(connection, switches, Use::Writes, work)
+        self.run_guarded(connection, switches, Use::Writes, None, work)
             .await
     }
 
@@ -426,8 +427,13 @@ impl<DB: Database> RoutedPool<DB> {
         mut connection: RoutedConnection<DB>,
         mut switches: tokio::sync::watch::Receiver<u64>,
         purpose: Use,
+        limit: Option<Duration>,
         work: impl AsyncFnOnce(&mut DB::Connection) -> Result<T, sqlx::Error>,
     ) -> Result<T, RoutedError> {
+        let limit = match (self.query_deadline, limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let node = connection.node();
         let shared = Arc::clone(&self.shared);
         // Released only when routing left the database because it is unsound (DOWN, read-only,
@@ -439,7 +445,8 @@ impl<DB: Database> RoutedPool<DB> {
             }
             match purpose {
                 Use::Writes => snapshot.node.is_some() && shared.is_sound(node),
-                Use::Reads => node < 64 && shared.reads().nodes & (1 << node) != 0,
+                // A read may finish wherever the database still answers.
+                Use::Reads => shared.is_up(node),
             }
         };
         let outcome = {
@@ -455,7 +462,7 @@ impl<DB: Database> RoutedPool<DB> {
                 }
             };
             let deadline = async {
-                match self.query_deadline {
+                match limit {
                     Some(deadline) => tokio::time::sleep(deadline).await,
                     None => std::future::pending().await,
                 }
@@ -484,7 +491,7 @@ impl<DB: Database> RoutedPool<DB> {
                 drop(connection.into_inner().detach());
                 Err(RoutedError::Deadline {
                     connection: from,
-                    deadline: self.query_deadline.unwrap_or_default(),
+                    deadline: limit.unwrap_or_default(),
                 })
             }
         }
@@ -508,12 +515,22 @@ impl<DB: Database> RoutedPool<DB> {
         loop {
             attempts += 1;
             let mut switches = self.shared.switches();
-            let (error, started_work) = match self.acquire().await {
+            let acquired = match policy.purpose {
+                Use::Writes => self.acquire().await,
+                Use::Reads => self.acquire_read().await,
+            };
+            // No attempt outlives the policy's time.
+            let left = policy.within.saturating_sub(started.elapsed());
+            let (error, started_work) = match acquired {
                 Ok(connection) => {
                     match self
-                        .run_guarded(connection, switches.clone(), policy.purpose, async |conn| {
-                            work(conn).await
-                        })
+                        .run_guarded(
+                            connection,
+                            switches.clone(),
+                            policy.purpose,
+                            Some(left),
+                            async |conn| work(conn).await,
+                        )
                         .await
                     {
                         Ok(value) => return Ok(value),
