@@ -181,3 +181,44 @@ async fn a_query_that_fails_to_connect_is_reported_and_confirmed_fast() {
     wait_for_role(&routed, ActiveRole::Failover).await;
     assert_eq!(served_by(&routed).await.unwrap(), "standby");
 }
+
+#[actix_rt::test]
+async fn the_facade_builder_uses_the_configured_state_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = SqliteDb::create(dir.path(), "main").await.unwrap();
+    let failover = SqliteDb::create(dir.path(), "standby").await.unwrap();
+    let mut config = config(&primary, &failover);
+    let state_file = dir.path().join("state.json");
+    config.state.store = dbfailover::core::StoreKind::File;
+    config.state.path = Some(state_file.clone());
+    // Two engines built from the configuration alone share the file: one decision.
+    let engines: Vec<_> = (0..2)
+        .map(|_| {
+            dbfailover::builder(config.clone())
+                .unwrap()
+                .build()
+                .unwrap()
+                .start()
+        })
+        .collect();
+    let (listener, events) = Events::start();
+    engines[1].subscribe(listener).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = std::fs::read_to_string(&state_file).unwrap_or_default();
+    assert!(text.contains("conn_state_main"), "{text}");
+    primary.take_away();
+    for engine in &engines {
+        let started = std::time::Instant::now();
+        while engine.active().role != ActiveRole::Failover {
+            assert!(started.elapsed() < Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    primary.bring_back();
+    let downs: Vec<_> = events
+        .all()
+        .into_iter()
+        .filter(|e| e.kind.name() == "PrimaryConnectionDown")
+        .collect();
+    assert_eq!(downs.len(), 1, "{downs:?}");
+}

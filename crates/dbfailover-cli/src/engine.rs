@@ -19,13 +19,8 @@ pub(crate) async fn start(config: &Config, checks: Checks) -> Result<FailoverHan
     if checks == Checks::OnDemand {
         config.health_check.interval = Schedule::Disabled;
     }
-    let store = dbfailover::store::from_settings(&config.state)
-        .map_err(|error| CliError::Config(error.to_string()))?;
-    let store_timeout = config.state.timeout;
     let handle = dbfailover::builder(config)
         .map_err(|error| CliError::Config(error.to_string()))?
-        .shared_store(store)
-        .store_timeout(store_timeout)
         .build()
         .map_err(|error| CliError::Config(error.to_string()))?
         .start();

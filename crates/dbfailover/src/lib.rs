@@ -35,12 +35,30 @@ pub mod sqlx {
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub use dbfailover_sqlx::{RetryPolicy, RoutedError, RoutedPool};
 
-/// An engine builder for `config` with a sqlx probe for every configured database.
+/// An engine builder for the whole of `config`: a sqlx probe for every configured database, and the
+/// state store `[state]` names (memory, file, Redis, memcached; connected lazily), bounded by
+/// `state.timeout`.
 ///
-/// Add a store or more settings to the builder, then `build()` and `start()` (inside an actix
+/// Change more settings on the builder if needed, then `build()` and `start()` (inside an actix
 /// `System`) or `start_in_thread()` (anywhere).
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-pub fn builder(config: Config) -> Result<FailoverSystemBuilder, dbfailover_sqlx::ProbeSetupError> {
+pub fn builder(config: Config) -> Result<FailoverSystemBuilder, SetupError> {
+    let store = dbfailover_store::from_settings(&config.state)?;
+    let store_timeout = config.state.timeout;
     let probes_config = config.clone();
-    dbfailover_sqlx::with_probes(FailoverSystem::builder(config), &probes_config)
+    let builder = dbfailover_sqlx::with_probes(FailoverSystem::builder(config), &probes_config)?;
+    Ok(builder.shared_store(store).store_timeout(store_timeout))
+}
+
+/// A configuration [`builder`] cannot set up.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// A database's URL cannot be probed.
+    #[error(transparent)]
+    Probe(#[from] dbfailover_sqlx::ProbeSetupError),
+    /// The state store's settings cannot be used.
+    #[error(transparent)]
+    Store(#[from] dbfailover_store::StoreSetupError),
 }
