@@ -37,6 +37,20 @@ pub(crate) async fn run(source: &ConfigSource, args: WatchArgs) -> Result<(), Cl
         .subscribe(EventPrinter { json: args.json }.start().recipient())
         .await
         .map_err(|error| CliError::Failed(error.to_string()))?;
+    // What happened before the printer subscribed is not lost: a store that did not answer at start
+    // is said on stderr.
+    if let Ok(mut stream) = handle.event_stream().await
+        && let Ok(event) = stream.recv().await
+        && let dbfailover::EventKind::CurrentState {
+            store_available: false,
+            ..
+        } = event.kind
+    {
+        output::print_error(&format!(
+            "warning: the state store ({}) does not answer; this instance decides alone until it does",
+            config.state.store
+        ));
+    }
     if !args.json {
         let monitored: Vec<&str> = config.monitored().iter().map(|m| m.name).collect();
         output::print_line(&format!(

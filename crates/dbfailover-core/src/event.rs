@@ -144,6 +144,17 @@ pub enum EventKind {
     },
     /// Read-only mode ended: a node takes writes again, or no replica can serve reads.
     ReadOnlyModeExited {},
+    /// What is true now, the first thing a late subscriber of the event stream hears (never fired by
+    /// a transition): the active connection, each routed connection's status, and whether the shared
+    /// state store answers.
+    CurrentState {
+        /// The active connection (the blocking name in limited mode).
+        active_connection_name: String,
+        /// Each connection routing uses, with its status, in order (primary first).
+        connections: Vec<(String, ConnectionStatus)>,
+        /// Whether the state store answers.
+        store_available: bool,
+    },
     /// Accompanies every change of the active connection, whatever the target.
     DatabaseConnectionSwitched {
         /// The connection used before.
@@ -176,6 +187,7 @@ impl EventKind {
             Self::SplitBrainDetected { .. } => "SplitBrainDetected",
             Self::ReadOnlyModeActivated { .. } => "ReadOnlyModeActivated",
             Self::ReadOnlyModeExited {} => "ReadOnlyModeExited",
+            Self::CurrentState { .. } => "CurrentState",
         }
     }
 }

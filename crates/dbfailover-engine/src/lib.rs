@@ -35,4 +35,6 @@ pub use probe::{FnProbe, Probe, ProbeActor, ProbeFuture, ProbeReport};
 pub use router::{ActiveSnapshot, ReadSnapshot, RouterActor, SharedActive};
 pub use state::StateActor;
 pub use store::{MemoryStore, StateStore, StoreFuture};
-pub use system::{FailoverHandle, FailoverSystem, FailoverSystemBuilder};
+pub use system::{
+    EventStream, EventStreamError, FailoverHandle, FailoverSystem, FailoverSystemBuilder,
+};

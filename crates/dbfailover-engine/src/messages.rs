@@ -161,3 +161,9 @@ pub struct ApplyTopology(pub dbfailover_core::topology::TopologyRecord);
 #[derive(Debug, Message)]
 #[rtype(result = "bool")]
 pub struct LiftFence(pub String);
+
+/// handle -> `RouterActor`: a receiver of every event from now on, and the current state to hear
+/// first (one turn of the router: nothing falls between them).
+#[derive(Debug, Message)]
+#[rtype(result = "(FailoverEvent, tokio::sync::broadcast::Receiver<FailoverEvent>)")]
+pub struct SubscribeStream;

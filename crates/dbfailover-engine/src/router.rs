@@ -2,7 +2,8 @@
 
 use crate::messages::{
     ApplyForce, ApplyTopology, CheckNow, ForceSwitch, GetActiveConnection, LiftFence, Publish,
-    SetProbes, ShareForce, ShareTopology, StatusChanged, Subscribe, SubscriptionId, Unsubscribe,
+    SetProbes, ShareForce, ShareTopology, StatusChanged, Subscribe, SubscribeStream,
+    SubscriptionId, Unsubscribe,
 };
 use crate::state::StateActor;
 use actix::prelude::*;
@@ -169,6 +170,10 @@ pub struct RouterActor {
     max_replication_lag: std::time::Duration,
     /// No writer, replicas serve reads (read-only mode's events fired).
     read_only_mode: bool,
+    /// Every event, for runtime-neutral subscribers ([`crate::FailoverHandle::event_stream`]).
+    stream: tokio::sync::broadcast::Sender<FailoverEvent>,
+    /// Whether the state store answers (from its availability events).
+    store_available: bool,
 }
 
 impl RouterActor {
@@ -204,6 +209,8 @@ impl RouterActor {
             topology: Topology::new(node_names, fencing),
             max_replication_lag: std::time::Duration::from_secs(5),
             read_only_mode: false,
+            stream: tokio::sync::broadcast::channel(1024).0,
+            store_available: true,
             router: Router::new(names).with_failback(failback),
             enabled,
             views: vec![ConnectionView::default(); nodes],
@@ -228,6 +235,13 @@ impl RouterActor {
     fn publish(&mut self, events: Vec<FailoverEvent>) {
         for event in events {
             tracing::info!(event = event.kind.name(), payload = ?event.kind, "failover event");
+            match event.kind {
+                EventKind::CacheUnavailable { .. } => self.store_available = false,
+                EventKind::CacheRestored {} => self.store_available = true,
+                _ => {}
+            }
+            // Nobody listening on the stream is fine; a receiver that lags hears `Lagged`.
+            let _ = self.stream.send(event.clone());
             // Every event reaches every live subscriber, whatever its mailbox size (`do_send` does not
             // drop on a full mailbox); a stopped subscriber is unsubscribed.
             self.subscribers.retain(|(id, recipient)| {
@@ -413,6 +427,34 @@ impl Handler<Subscribe> for RouterActor {
         self.next_subscription += 1;
         self.subscribers.push((id, msg.0));
         MessageResult(id)
+    }
+}
+
+impl RouterActor {
+    /// What is true now, as an event.
+    fn current_state(&self) -> FailoverEvent {
+        let names = self.router.names();
+        FailoverEvent::new(
+            chrono::Utc::now(),
+            EventKind::CurrentState {
+                active_connection_name: names.node_name(self.router.active_node()).to_owned(),
+                connections: self
+                    .views
+                    .iter()
+                    .enumerate()
+                    .map(|(i, view)| (names.node_name(Some(i)).to_owned(), view.status))
+                    .collect(),
+                store_available: self.store_available,
+            },
+        )
+    }
+}
+
+impl Handler<SubscribeStream> for RouterActor {
+    type Result = MessageResult<SubscribeStream>;
+
+    fn handle(&mut self, _msg: SubscribeStream, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult((self.current_state(), self.stream.subscribe()))
     }
 }
 

@@ -3,7 +3,7 @@
 use crate::error::{BuildError, EngineError};
 use crate::messages::{
     CheckNow, ConnectionReport, ForceSwitch, GetActiveConnection, GetConnectionStates, LiftFence,
-    RunCheck, SetProbes, Subscribe, SubscriptionId, Unsubscribe,
+    RunCheck, SetProbes, Subscribe, SubscribeStream, SubscriptionId, Unsubscribe,
 };
 use crate::probe::{Probe, ProbeActor, ProbeSettings};
 use crate::router::{ActiveSnapshot, RouterActor, SharedActive};
@@ -373,6 +373,18 @@ impl FailoverHandle {
         ask(&self.inner.router, Subscribe(listener), "Subscribe").await
     }
 
+    /// Every event from now on, without an actor (any async runtime): the first one is
+    /// `CurrentState` (the active connection, each connection's status, whether the store answers),
+    /// then every event as it fires. A receiver more than 1024 events behind skips the oldest and
+    /// says so ([`EventStreamError::Lagged`]).
+    pub async fn event_stream(&self) -> Result<EventStream, EngineError> {
+        let (first, receiver) = ask(&self.inner.router, SubscribeStream, "SubscribeStream").await?;
+        Ok(EventStream {
+            first: Some(first),
+            receiver,
+        })
+    }
+
     /// Stops delivering events to a subscriber; `false` when it was not subscribed.
     pub async fn unsubscribe(&self, id: SubscriptionId) -> Result<bool, EngineError> {
         ask(&self.inner.router, Unsubscribe(id), "Unsubscribe").await
@@ -500,6 +512,39 @@ impl FailoverHandle {
             } else {
                 tracing::warn!("failover engine thread did not stop within {REQUEST_TIMEOUT:?}");
             }
+        }
+    }
+}
+
+/// The events of an engine, for services without actors ([`FailoverHandle::event_stream`]).
+pub struct EventStream {
+    first: Option<FailoverEvent>,
+    receiver: tokio::sync::broadcast::Receiver<FailoverEvent>,
+}
+
+/// Why [`EventStream::recv`] gave no event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventStreamError {
+    /// The receiver fell this many events behind; they were skipped. The next call goes on.
+    #[error("the event stream skipped {0} events it could not keep up with")]
+    Lagged(u64),
+    /// The engine stopped: no event will come.
+    #[error("the engine stopped")]
+    Closed,
+}
+
+impl EventStream {
+    /// The next event: `CurrentState` first, then every event as it fires.
+    pub async fn recv(&mut self) -> Result<FailoverEvent, EventStreamError> {
+        if let Some(first) = self.first.take() {
+            return Ok(first);
+        }
+        use tokio::sync::broadcast::error::RecvError;
+        match self.receiver.recv().await {
+            Ok(event) => Ok(event),
+            Err(RecvError::Lagged(skipped)) => Err(EventStreamError::Lagged(skipped)),
+            Err(RecvError::Closed) => Err(EventStreamError::Closed),
         }
     }
 }

@@ -170,3 +170,38 @@ async fn a_one_shot_check_answers_status_and_failure_count_after_a_fresh_check()
     );
     assert!(handle.check("nope").await.is_err());
 }
+
+#[actix_rt::test]
+async fn a_late_event_stream_hears_the_current_state_first_then_every_event() {
+    tokio::time::pause();
+    let primary = Scripted::new(Mode::Up);
+    let handle = common::start(config(), primary.clone(), Scripted::new(Mode::Up));
+    sleep_ms(300).await;
+    // No actor: a receiver any async code can read.
+    let mut stream = handle.event_stream().await.unwrap();
+    let first = stream.recv().await.unwrap();
+    match first.kind {
+        dbfailover_core::EventKind::CurrentState {
+            active_connection_name,
+            connections,
+            store_available,
+        } => {
+            assert_eq!(active_connection_name, "main");
+            assert_eq!(
+                connections,
+                [
+                    ("main".to_owned(), ConnectionStatus::Healthy),
+                    ("standby".to_owned(), ConnectionStatus::Healthy)
+                ]
+            );
+            assert!(store_available);
+        }
+        other => panic!("{other:?}"),
+    }
+    primary.set(Mode::Refuse);
+    let mut names = Vec::new();
+    while !names.contains(&"SwitchedToFailoverConnection") {
+        names.push(stream.recv().await.unwrap().kind.name());
+    }
+    assert_eq!(names[0], "PrimaryConnectionDown", "{names:?}");
+}
