@@ -33,6 +33,16 @@ async fn instance(store: Arc<MemoryStore>) -> Instance {
     }
 }
 
+/// Three instances on `store`, past their first checks.
+async fn three_instances(store: &Arc<MemoryStore>) -> Vec<Instance> {
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        instances.push(instance(Arc::clone(store)).await);
+    }
+    sleep_ms(250).await;
+    instances
+}
+
 fn count(instances: &[Instance], name: &str, origin: EventOrigin) -> usize {
     instances
         .iter()
@@ -45,11 +55,7 @@ fn count(instances: &[Instance], name: &str, origin: EventOrigin) -> usize {
 async fn three_instances_switch_together_and_one_of_them_made_the_transition() {
     tokio::time::pause();
     let store = Arc::new(MemoryStore::default());
-    let mut instances = Vec::new();
-    for _ in 0..3 {
-        instances.push(instance(Arc::clone(&store)).await);
-    }
-    sleep_ms(250).await;
+    let instances = three_instances(&store).await;
     for i in &instances {
         i.primary.set(Mode::Refuse);
     }
@@ -125,11 +131,7 @@ async fn three_instances_switch_together_and_one_of_them_made_the_transition() {
 async fn an_instance_that_alone_cannot_reach_the_primary_does_not_make_anyone_flap() {
     tokio::time::pause();
     let store = Arc::new(MemoryStore::default());
-    let mut instances = Vec::new();
-    for _ in 0..3 {
-        instances.push(instance(Arc::clone(&store)).await);
-    }
-    sleep_ms(250).await;
+    let instances = three_instances(&store).await;
     // Only the first instance's path to the primary is broken.
     instances[0].primary.set(Mode::Refuse);
     sleep_ms(5000).await;
@@ -168,11 +170,7 @@ async fn a_new_instance_starts_from_what_the_others_decided() {
 async fn a_forced_switch_moves_every_instance_and_each_listener_sees_the_same_switches() {
     tokio::time::pause();
     let store = Arc::new(MemoryStore::default());
-    let mut instances = Vec::new();
-    for _ in 0..3 {
-        instances.push(instance(Arc::clone(&store)).await);
-    }
-    sleep_ms(250).await;
+    let instances = three_instances(&store).await;
     let active = instances[1].handle.force_failover().await.unwrap();
     assert_eq!(active.role, ActiveRole::Failover);
     sleep_ms(20).await;
