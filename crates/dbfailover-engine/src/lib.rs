@@ -5,8 +5,9 @@
 //!   connection) that runs it on its schedule, bounded by the timeout, one at a time (a few at once,
 //!   `fast_interval` apart, only while a suspected hang is confirmed), and
 //!   switches to fast confirming checks after a reported query failure.
-//! - [`state`]: the [`StateActor`], owner of the thresholds and the UNKNOWN / HEALTHY / DOWN trackers
-//!   (the core's `HealthTracker`); it persists through a [`StateStore`] and tells the router.
+//! - [`state`]: the [`StateActor`], the driver of the core's shared-state replica (thresholds, the
+//!   UNKNOWN / HEALTHY / DOWN trackers, the shared rule); it runs the replica's commands against a
+//!   [`StateStore`] and tells the router.
 //! - [`router`]: the [`RouterActor`], owner of the active connection (the core's `Router`); it answers
 //!   `GetActiveConnection`, publishes events to subscribers, and writes its decision to a
 //!   [`SharedActive`] word that the data path reads without a mailbox round trip.
