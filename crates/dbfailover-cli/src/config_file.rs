@@ -75,6 +75,12 @@ fn load_with_env(source: &ConfigSource, env: Vec<(String, String)>) -> Result<Lo
         }
     };
     let pairs = || env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    for variable in load::ignored_variables(pairs()) {
+        crate::output::print_error(&format!(
+            "warning: {variable} names no setting (the levels of a setting are separated by `__`, as in \
+             DBFAILOVER_HEALTH_CHECK__TIMEOUT); ignored"
+        ));
+    }
     let overrides = load::env_overrides(pairs());
     let config = load::load(&text, pairs()).map_err(|error| {
         let place = if file.is_some() {

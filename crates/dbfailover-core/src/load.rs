@@ -103,6 +103,7 @@ where
 {
     let mut table: toml::Table = text.parse().map_err(|error| syntax_error(text, &error))?;
     let overrides = env_overrides(env);
+    refuse_twins(&overrides)?;
     for o in &overrides {
         apply_override(&mut table, o)?;
     }
@@ -141,6 +142,55 @@ where
     out
 }
 
+/// Two variables that set one setting (a key and its alias, names that differ only in case or in
+/// `-` / `.` / `_`): which one wins would be an accident, so neither does.
+fn refuse_twins(overrides: &[EnvOverride]) -> Result<(), ConfigError> {
+    let mut seen: std::collections::HashMap<Vec<String>, &EnvOverride> =
+        std::collections::HashMap::new();
+    for o in overrides {
+        let mut key: Vec<String> = o.path.iter().map(|segment| env_name(segment)).collect();
+        if let [section, field] = key.as_mut_slice() {
+            for (s, a, b) in ALIASES {
+                if env_name(s) == *section && env_name(b) == *field {
+                    *field = env_name(a);
+                }
+            }
+        }
+        if let Some(first) = seen.insert(key, o) {
+            return Err(ConfigError::invalid(
+                o.key(),
+                mask_password(&o.value),
+                format!(
+                    "set twice, by {} and by {}: unset one of them",
+                    first.variable, o.variable
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The `DBFAILOVER_` variables among `env` that name no setting (a single `_` where the levels need
+/// `__`), other than the command's own (`DBFAILOVER_CONFIG`, `DBFAILOVER_LOG`): worth a warning.
+pub fn ignored_variables<I, K, V>(env: I) -> Vec<String>
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let mut out: Vec<String> = env
+        .into_iter()
+        .map(|(name, _)| name.as_ref().to_owned())
+        .filter(|name| {
+            name.strip_prefix(ENV_PREFIX).is_some_and(|rest| {
+                !rest.contains(ENV_SEPARATOR) && !matches!(rest, "CONFIG" | "LOG")
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 fn env_name(name: &str) -> String {
     name.chars()
         .map(|c| match c {
@@ -170,10 +220,18 @@ fn apply_override(table: &mut toml::Table, o: &EnvOverride) -> Result<(), Config
     let last = o.path.len() - 1;
     for (index, segment) in o.path.iter().enumerate() {
         let key = if path.first().map(String::as_str) == Some("databases") && index == 1 {
-            current
+            let matching: Vec<&String> = current
                 .keys()
-                .find(|name| env_name(name) == env_name(segment))
-                .cloned()
+                .filter(|name| env_name(name) == env_name(segment))
+                .collect();
+            if let [first, second, ..] = matching.as_slice() {
+                return Err(invalid(format!(
+                    "names two databases of the file, `{first}` and `{second}`: rename one of them"
+                )));
+            }
+            matching
+                .first()
+                .map(|name| (*name).clone())
                 .unwrap_or_else(|| segment.to_ascii_lowercase())
         } else {
             segment.to_ascii_lowercase()
@@ -615,5 +673,46 @@ ttl = "300s"
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(error.contains("at most 63"), "{error}");
+    }
+
+    #[test]
+    fn two_variables_for_one_setting_are_an_error_naming_both() {
+        let text = "[databases.main]\nurl = \"sqlite:///m.db\"\n[databases.standby]\nurl = \"sqlite:///s.db\"\n\
+                    [failover]\nprimary = \"main\"\nfailover = \"standby\"\n";
+        for (a, b) in [
+            (
+                "DBFAILOVER_HEALTH_CHECK__TIMEOUT",
+                "DBFAILOVER_HEALTH_CHECK__TIMEOUT_SECONDS",
+            ),
+            (
+                "DBFAILOVER_HEALTH_CHECK__TIMEOUT",
+                "DBFAILOVER_health_check__timeout",
+            ),
+        ] {
+            let env = [(a, "1s"), (b, "2s")];
+            let error = load(text, env)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(error.contains(a) && error.contains(b), "{error}");
+        }
+        let twins = "[databases.reporting-eu]\nurl = \"sqlite:///a.db\"\n\
+                     [databases.reporting_eu]\nurl = \"sqlite:///b.db\"\n";
+        let env = [("DBFAILOVER_DATABASES__REPORTING_EU__URL", "sqlite:///c.db")];
+        let error = load(&format!("{text}{twins}"), env)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.contains("reporting-eu") && error.contains("reporting_eu"),
+            "{error}"
+        );
+        let env = [
+            ("DBFAILOVER_HEALTH_CHECK_TIMEOUT", "1s"),
+            ("DBFAILOVER_LOG", "info"),
+            ("DBFAILOVER_CONFIG", "x.toml"),
+            ("OTHER", "1"),
+        ];
+        assert_eq!(ignored_variables(env), ["DBFAILOVER_HEALTH_CHECK_TIMEOUT"]);
     }
 }
