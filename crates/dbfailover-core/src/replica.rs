@@ -169,6 +169,68 @@ struct Reconcile {
     seqs: HashMap<u64, u64>,
 }
 
+/// What the store holds under one record, as this instance last read it: what the next write
+/// expects, the counter it follows, and whether the store must be rewritten (missing, unreadable,
+/// or behind what this instance knows).
+#[derive(Clone, Debug)]
+struct Place {
+    expect: Expect,
+    counter: u64,
+    heal: bool,
+}
+
+impl Default for Place {
+    fn default() -> Self {
+        Self {
+            expect: Expect::Missing,
+            counter: 0,
+            heal: false,
+        }
+    }
+}
+
+/// How a readable record found in the store compares with the newest this instance knows.
+enum Found {
+    /// The same write.
+    Same,
+    /// No newer: the store went back (lost writes), or a push arrived late.
+    Behind(u64),
+    /// A newer write, or the first one seen.
+    Newer,
+}
+
+impl Place {
+    fn settle(&mut self, found: Version) {
+        self.expect = Expect::after(found);
+        self.counter = found.counter;
+        self.heal = false;
+    }
+
+    /// Compares `found` with `known`, and notes what the store holds when `authoritative` (read from
+    /// the store now) or when it is newer: the next write replaces it, rewriting what this instance
+    /// knows if the store went back.
+    fn meet(&mut self, known: Option<Version>, found: Version, authoritative: bool) -> Found {
+        let outcome = match known {
+            Some(known) if known == found => Found::Same,
+            Some(known) if found.counter <= known.counter => Found::Behind(known.counter),
+            _ => Found::Newer,
+        };
+        match outcome {
+            // The store holds the newest write: the next one follows it.
+            Found::Newer => self.settle(found),
+            Found::Same if authoritative => self.settle(found),
+            // The store went back (lost writes): the next write rewrites what this instance knows.
+            Found::Behind(known) if authoritative => {
+                self.expect = Expect::after(found);
+                self.counter = known.max(found.counter);
+                self.heal = true;
+            }
+            Found::Same | Found::Behind(_) => {}
+        }
+        outcome
+    }
+}
+
 struct Conn {
     name: Arc<str>,
     role: Role,
@@ -177,12 +239,8 @@ struct Conn {
     tracker: HealthTracker,
     /// The newest readable record seen, what writes build on.
     shared: Option<(Version, ConnectionEntry)>,
-    /// What the store holds (as last read): the expectation of the next write.
-    expect: Expect,
-    /// The counter the next write follows.
-    counter: u64,
-    /// The store's content is missing, unreadable or behind: rewrite it from `shared` (or local).
-    heal: bool,
+    /// What the store holds under its record, as last read.
+    place: Place,
     /// Check results handed in and not yet decided.
     pending: Vec<(CheckResult, DateTime<Utc>)>,
     /// This instance's vote counter for this connection.
@@ -246,9 +304,8 @@ pub struct Replica {
     config: ReplicaConfig,
     conns: Vec<Conn>,
     fleet: Option<(Version, FleetRecord)>,
-    fleet_expect: Expect,
-    fleet_counter: u64,
-    fleet_heal: bool,
+    /// What the store holds under the fleet record, as last read.
+    fleet_place: Place,
     fleet_foreign: Option<u32>,
     /// The preference routing was last told.
     preference: Preference,
@@ -282,9 +339,7 @@ impl Replica {
                 role,
                 tracker: HealthTracker::new(config.thresholds),
                 shared: None,
-                expect: Expect::Missing,
-                counter: 0,
-                heal: false,
+                place: Place::default(),
                 pending: Vec::new(),
                 seq: 0,
                 vote_written: None,
@@ -303,9 +358,7 @@ impl Replica {
             config,
             conns,
             fleet: None,
-            fleet_expect: Expect::Missing,
-            fleet_counter: 0,
-            fleet_heal: false,
+            fleet_place: Place::default(),
             fleet_foreign: None,
             preference: Preference::Primary,
             force: None,
@@ -634,12 +687,12 @@ impl Replica {
 
     fn has_work(&self) -> bool {
         self.force.is_some()
-            || self.fleet_heal
+            || self.fleet_place.heal
             || self.topology_pending.is_some()
             || self
                 .conns
                 .iter()
-                .any(|c| c.foreign.is_none() && (!c.pending.is_empty() || c.heal))
+                .any(|c| c.foreign.is_none() && (!c.pending.is_empty() || c.place.heal))
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -760,8 +813,8 @@ impl Replica {
         if conn.foreign.is_some() {
             return Need::Nothing;
         }
-        if conn.heal || conn.shared.is_none() {
-            return if !conn.pending.is_empty() || conn.heal {
+        if conn.place.heal || conn.shared.is_none() {
+            return if !conn.pending.is_empty() || conn.place.heal {
                 Need::Change
             } else {
                 Need::Nothing
@@ -823,12 +876,12 @@ impl Replica {
                 let (entry, vote) = self.apply_rule(index, &base, now);
                 (entry, self.conns[index].pending.len(), vote)
             };
-            let counter = self.conns[index].counter;
+            let counter = self.conns[index].place.counter;
             let version = self.next_version(counter);
             let conn = &self.conns[index];
             writes.push(Write {
                 key: conn.key.clone(),
-                expect: conn.expect.clone(),
+                expect: conn.place.expect.clone(),
                 value: Record::Connection(entry.clone()).encode(version),
                 seed: Some((entry.counts.status, entry.counts.failure_count)),
             });
@@ -845,10 +898,10 @@ impl Replica {
         if let Some(record) = fleet_write
             && self.fleet_foreign.is_none()
         {
-            let version = self.next_version(self.fleet_counter);
+            let version = self.next_version(self.fleet_place.counter);
             writes.push(Write {
                 key: RecordKey::Fleet,
-                expect: self.fleet_expect.clone(),
+                expect: self.fleet_place.expect.clone(),
                 value: Record::Fleet(record.clone()).encode(version),
                 seed: None,
             });
@@ -868,7 +921,7 @@ impl Replica {
             Some(pending) => {
                 let known = decode_record(&extra).unwrap_or_default();
                 let merged = TopologyRecord::merge(&known, pending);
-                if merged == known && self.force.is_none() && !self.fleet_heal {
+                if merged == known && self.force.is_none() && !self.fleet_place.heal {
                     // Nothing the fleet does not know already.
                     self.topology_pending = None;
                     return None;
@@ -889,7 +942,7 @@ impl Replica {
                 .map_or((self.preference, 0), |r| (r.preference, r.forced_by)),
         };
         let refresh = self.fleet_refresh_due(now);
-        if self.force.is_none() && !self.fleet_heal && topology.is_none() && !refresh {
+        if self.force.is_none() && !self.fleet_place.heal && topology.is_none() && !refresh {
             return None;
         }
         Some(FleetRecord {
@@ -939,9 +992,7 @@ impl Replica {
             } => {
                 let forced = entry.forced;
                 let conn = &mut self.conns[index];
-                conn.counter = version.counter;
-                conn.expect = Expect::after(version);
-                conn.heal = false;
+                conn.place.settle(version);
                 if vote.is_some() {
                     conn.seq += 1;
                     conn.vote_written = vote.map(|ok| (ok, now.mono));
@@ -987,9 +1038,7 @@ impl Replica {
                 self.topology_pending = None;
                 self.deliver_topology(&record);
                 self.fleet = Some((version, record));
-                self.fleet_counter = version.counter;
-                self.fleet_expect = Expect::after(version);
-                self.fleet_heal = false;
+                self.fleet_place.settle(version);
                 if let Some((preference, None)) = self.force {
                     // A forced switch with no monitored target.
                     self.force = None;
@@ -1204,28 +1253,16 @@ impl Replica {
                 let conn = &mut self.conns[index];
                 conn.foreign = None;
                 let known = conn.shared.as_ref().map(|(v, _)| *v);
-                match known {
-                    Some(known) if known == version => {
-                        if authoritative {
-                            conn.expect = Expect::after(version);
-                            conn.counter = version.counter;
-                            conn.heal = false;
-                        }
-                    }
-                    Some(known) if version.counter <= known.counter => {
-                        if authoritative {
-                            // The store went back (lost writes): rewrite what this instance knows.
-                            conn.expect = Expect::after(version);
-                            conn.counter = known.counter.max(version.counter);
-                            conn.heal = true;
-                        } else {
+                match conn.place.meet(known, version, authoritative) {
+                    Found::Same => {}
+                    // A late push is checked against the store; a store that went back is
+                    // rewritten from what this instance knows.
+                    Found::Behind(_) => {
+                        if !authoritative {
                             self.wants_load.insert(key.clone());
                         }
                     }
-                    _ => {
-                        conn.expect = Expect::after(version);
-                        conn.counter = version.counter;
-                        conn.heal = false;
+                    Found::Newer => {
                         let forced = entry.forced;
                         conn.shared = Some((version, entry));
                         let before = conn.tracker.status();
@@ -1250,8 +1287,8 @@ impl Replica {
                 // Missing, unreadable, or a record of the wrong kind: never adopted; rewritten.
                 let conn = &mut self.conns[index];
                 conn.foreign = None;
-                conn.expect = Expect::replacing(&other).unwrap_or(Expect::Unreadable);
-                conn.heal = conn.shared.is_some() || conn.tracker.has_results();
+                conn.place.expect = Expect::replacing(&other).unwrap_or(Expect::Unreadable);
+                conn.place.heal = conn.shared.is_some() || conn.tracker.has_results();
             }
             _ => {
                 self.wants_load.insert(key.clone());
@@ -1296,31 +1333,18 @@ impl Replica {
             } => {
                 self.fleet_foreign = None;
                 let known = self.fleet.as_ref().map(|(v, _)| *v);
-                match known {
-                    Some(known) if known == version => {
-                        if authoritative {
-                            self.fleet_expect = Expect::after(version);
-                            self.fleet_counter = version.counter;
-                            self.fleet_heal = false;
-                        }
-                    }
-                    Some(known) if version.counter <= known.counter => {
-                        if authoritative {
-                            self.fleet_expect = Expect::after(version);
-                            self.fleet_counter = known.counter.max(version.counter);
-                            self.fleet_heal = true;
-                        } else {
+                match self.fleet_place.meet(known, version, authoritative) {
+                    Found::Same => {}
+                    Found::Behind(_) => {
+                        if !authoritative {
                             self.wants_load.insert(RecordKey::Fleet);
                         }
                     }
-                    _ => {
+                    Found::Newer => {
                         let preference = record.preference;
                         self.fleet_seen_at = Some(now.mono);
                         self.deliver_topology(&record);
                         self.fleet = Some((version, record));
-                        self.fleet_expect = Expect::after(version);
-                        self.fleet_counter = version.counter;
-                        self.fleet_heal = false;
                         if preference != self.preference {
                             self.preference = preference;
                             self.outputs.push_back(Output::Forced {
@@ -1342,9 +1366,9 @@ impl Replica {
             }
             other if authoritative => {
                 self.fleet_foreign = None;
-                self.fleet_expect = Expect::replacing(&other).unwrap_or(Expect::Unreadable);
+                self.fleet_place.expect = Expect::replacing(&other).unwrap_or(Expect::Unreadable);
                 // Only a record holding decisions (a preference, fences) is worth rewriting.
-                self.fleet_heal = self.fleet_matters();
+                self.fleet_place.heal = self.fleet_matters();
             }
             _ => {
                 self.wants_load.insert(RecordKey::Fleet);
@@ -1361,15 +1385,16 @@ impl Replica {
                 if self.forced_in_outage {
                     // An operator's order given during the outage is written over what the store
                     // holds (the fleet learns it), not replaced by it.
-                    self.fleet_expect = Expect::replacing(&slot).unwrap_or(Expect::Unreadable);
+                    self.fleet_place.expect =
+                        Expect::replacing(&slot).unwrap_or(Expect::Unreadable);
                     if let Some(version) = slot.version() {
-                        self.fleet_counter = self.fleet_counter.max(version.counter);
+                        self.fleet_place.counter = self.fleet_place.counter.max(version.counter);
                     }
                     self.fleet_foreign = match slot {
                         Slot::Foreign { format } => Some(format),
                         _ => None,
                     };
-                    self.fleet_heal = true;
+                    self.fleet_place.heal = true;
                 } else {
                     self.observe_fleet(slot, true, now);
                 }
@@ -1407,12 +1432,12 @@ impl Replica {
                 let real_transition =
                     newer && before_outage.is_some_and(|(_, status)| status != entry.counts.status);
                 conn.foreign = None;
-                conn.expect = Expect::after(*version);
-                conn.counter = conn.counter.max(version.counter);
+                conn.place.expect = Expect::after(*version);
+                conn.place.counter = conn.place.counter.max(version.counter);
                 if newer && version.counter > before_outage.map_or(0, |(v, _)| v.counter) {
                     conn.shared = Some((*version, entry.clone()));
                 }
-                conn.heal = true;
+                conn.place.heal = true;
                 let status = conn.shared.as_ref().map(|(_, e)| e.counts.status);
                 if real_transition || status == Some(local) {
                     // The fleet decided meanwhile, or agrees: follow the store.
@@ -1432,8 +1457,8 @@ impl Replica {
                 // Missing or unreadable: rewrite from what this instance knew before the outage.
                 let conn = &mut self.conns[index];
                 conn.foreign = None;
-                conn.expect = Expect::replacing(&slot).unwrap_or(Expect::Unreadable);
-                conn.heal = true;
+                conn.place.expect = Expect::replacing(&slot).unwrap_or(Expect::Unreadable);
+                conn.place.heal = true;
                 let status = before_outage.map(|(_, s)| s);
                 if status.is_some_and(|s| s != conn.tracker.status()) {
                     let seqs = conn
@@ -1461,7 +1486,7 @@ impl Replica {
         }
         // The fleet record is rewritten too when it holds more than the default.
         if self.fleet_matters() {
-            self.fleet_heal = true;
+            self.fleet_place.heal = true;
         }
     }
 }
