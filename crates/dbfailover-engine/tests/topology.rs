@@ -76,6 +76,23 @@ impl Cluster {
         }
     }
 
+    /// Nodes that tell no timeline (like MariaDB): only a promotion seen is evidence.
+    fn without_timelines() -> Self {
+        let cluster = Self::new();
+        cluster.set(0, Node::Writer(0));
+        cluster.set(1, Node::Replica(0));
+        cluster.set(2, Node::Replica(0));
+        cluster
+    }
+
+    /// The primary dies, then an outside tool promotes the second replica (no timeline told).
+    async fn crash_primary_and_promote_replica2(&self) {
+        self.set(0, Node::Down);
+        sleep_ms(300).await;
+        self.set(2, Node::Writer(0));
+        sleep_ms(300).await;
+    }
+
     fn set(&self, node: usize, state: Node) {
         *self.nodes[node].lock().unwrap() = state;
     }
@@ -227,17 +244,11 @@ async fn manual_failback_stays_on_the_node_it_switched_to() {
 async fn an_instance_that_never_saw_the_promotion_fences_the_same_node_through_the_store() {
     tokio::time::pause();
     // Nodes that tell no timeline: only the promotion, seen by the first instance, is evidence.
-    let cluster = Cluster::new();
-    cluster.set(0, Node::Writer(0));
-    cluster.set(1, Node::Replica(0));
-    cluster.set(2, Node::Replica(0));
+    let cluster = Cluster::without_timelines();
     let store = Arc::new(MemoryStore::default());
     let first = cluster.engine(config(Failback::Auto), Some(Arc::clone(&store)));
     sleep_ms(300).await;
-    cluster.set(0, Node::Down);
-    sleep_ms(300).await;
-    cluster.set(2, Node::Writer(0));
-    sleep_ms(300).await;
+    cluster.crash_primary_and_promote_replica2().await;
     assert_eq!(first.active().name, "replica2");
     // A new instance starts after the promotion, with the old primary back writable: only the
     // fleet's record says it was left behind.
@@ -289,19 +300,13 @@ async fn with_no_writer_left_replicas_serve_reads_and_read_only_mode_is_announce
 #[actix_rt::test]
 async fn fences_outlive_the_store_s_ttl_and_an_operator_can_lift_any_node_s_fence() {
     tokio::time::pause();
-    let cluster = Cluster::new();
-    cluster.set(0, Node::Writer(0));
-    cluster.set(1, Node::Replica(0));
-    cluster.set(2, Node::Replica(0));
+    let cluster = Cluster::without_timelines();
     let store = Arc::new(MemoryStore::new(std::time::Duration::from_secs(5)));
     let mut config = config(Failback::Auto);
     config.state.ttl = std::time::Duration::from_secs(5);
     let first = cluster.engine(config.clone(), Some(Arc::clone(&store)));
     sleep_ms(300).await;
-    cluster.set(0, Node::Down);
-    sleep_ms(300).await;
-    cluster.set(2, Node::Writer(0));
-    sleep_ms(300).await;
+    cluster.crash_primary_and_promote_replica2().await;
     assert_eq!(first.active().name, "replica2");
     // Far longer than the store's TTL: the fleet record is kept alive by its refreshes, never gone.
     for _ in 0..120 {

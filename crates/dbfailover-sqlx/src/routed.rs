@@ -303,18 +303,30 @@ impl<DB: Database> RoutedPool<DB> {
     /// limited-mode error. No I/O, no waiting. Reads keep working while no node takes writes.
     pub fn read_route(&self) -> Result<Route<'_, DB>, RoutedError> {
         let reads = self.shared.reads();
-        let eligible: Vec<usize> = (0..self.pools.len().min(64))
-            .filter(|n| reads.nodes & (1 << n) != 0)
-            .collect();
+        // The replicas with a pool here, one bit each: no allocation on the data path.
+        let nodes = if self.pools.len() >= 64 {
+            reads.nodes
+        } else {
+            reads.nodes & ((1u64 << self.pools.len()) - 1)
+        };
+        let count = nodes.count_ones() as usize;
+        // The `k`-th set bit of `nodes`.
+        let nth = |k: usize| {
+            let mut rest = nodes;
+            for _ in 0..k {
+                rest &= rest - 1;
+            }
+            (rest != 0).then(|| rest.trailing_zeros() as usize)
+        };
         let chosen = match self.read_picker {
+            _ if count == 0 => None,
             ReadPicker::LowestLatency => reads
                 .fastest
-                .filter(|f| eligible.contains(f))
-                .or_else(|| eligible.first().copied()),
-            ReadPicker::RoundRobin if eligible.is_empty() => None,
+                .filter(|f| *f < 64 && nodes & (1 << f) != 0)
+                .or_else(|| nth(0)),
             ReadPicker::RoundRobin => {
                 let turn = self.next_read.fetch_add(1, Ordering::Relaxed);
-                eligible.get(turn % eligible.len()).copied()
+                nth(turn % count)
             }
         };
         let Some((node, pool)) = chosen.and_then(|n| Some((n, self.pool_of(n)?))) else {
