@@ -1160,10 +1160,7 @@ impl Replica {
                 self.decide_without_write(*index);
             }
         }
-        if let Some((preference, target)) = self.force.take() {
-            // Keep trying the forced switch: it is an operator's explicit order.
-            self.force = Some((preference, target));
-        }
+        // A forced switch stays staged and is tried again: it is an operator's explicit order.
     }
 
     /// With nothing in flight, decides what needs no write.
@@ -1322,7 +1319,6 @@ impl Replica {
     }
 
     fn observe_fleet(&mut self, slot: Slot, authoritative: bool, now: Now) {
-        let _ = now;
         if self.is_own_write_in_flight(&slot) {
             return;
         }

@@ -146,7 +146,7 @@ impl Job {
             .get(&self.key)
             .map_err(|e| self.error("load", e))?;
         let document = Document::parse(raw.as_deref());
-        Ok(document.slots(keys.iter(), now_ms()))
+        Ok(document.slots(keys.iter()))
     }
 
     fn compare_and_set(&self, writes: &[Write]) -> Result<CasOutcome, StoreError> {
@@ -163,10 +163,10 @@ impl Job {
             let now = now_ms();
             if !writes
                 .iter()
-                .all(|w| w.expect.matches(document.raw(&w.key, now)))
+                .all(|w| w.expect.matches(document.raw(&w.key)))
             {
                 return Ok(CasOutcome::Conflict(
-                    document.slots(writes.iter().map(|w| &w.key), now),
+                    document.slots(writes.iter().map(|w| &w.key)),
                 ));
             }
             match token {
@@ -194,7 +194,7 @@ impl Job {
                 }
                 None => return Err(self.error("update", "the server gave no CAS token")),
             }
-            last = Some(document.slots(writes.iter().map(|w| &w.key), now));
+            last = Some(document.slots(writes.iter().map(|w| &w.key)));
         }
         // Lost every race: answer what the last read found.
         Ok(CasOutcome::Conflict(last.unwrap_or_default()))
@@ -264,9 +264,9 @@ impl Document {
         }
     }
 
-    /// What the document holds for `key`, as stored bytes (`None`: nothing). `_now` is kept for the
-    /// callers' symmetry with writes; no host's clock decides what is missing.
-    fn raw(&self, key: &RecordKey, _now: i64) -> Option<&[u8]> {
+    /// What the document holds for `key`, as stored bytes (`None`: nothing). No host's clock decides
+    /// what is missing: the item expires by memcached's TTL.
+    fn raw(&self, key: &RecordKey) -> Option<&[u8]> {
         match self {
             Self::Absent => None,
             Self::Garbage => Some(UNREADABLE),
@@ -285,9 +285,8 @@ impl Document {
         }
     }
 
-    fn slots<'k>(&self, keys: impl Iterator<Item = &'k RecordKey>, now: i64) -> Vec<Slot> {
-        keys.map(|key| Slot::decode(key, self.raw(key, now)))
-            .collect()
+    fn slots<'k>(&self, keys: impl Iterator<Item = &'k RecordKey>) -> Vec<Slot> {
+        keys.map(|key| Slot::decode(key, self.raw(key))).collect()
     }
 
     /// The document's text after `writes` at `now`: expired entries dropped, and a garbage document
@@ -361,13 +360,13 @@ mod tests {
         ];
         let text = Document::Absent.with(&writes, 1_000, 500);
         let document = Document::parse(Some(text.as_bytes()));
-        let slots = document.slots([main(), RecordKey::Fleet].iter(), 1_499);
+        let slots = document.slots([main(), RecordKey::Fleet].iter());
         assert_eq!(slots[0].version().map(|v| v.counter), Some(1));
         assert_eq!(slots[1], Slot::Unreadable { header: None });
         // A writer whose clock ran far behind dated it long ago: still there (memcached expires the
         // whole item by its own clock).
         assert_eq!(
-            document.slots([main()].iter(), 10_000_000)[0]
+            document.slots([main()].iter())[0]
                 .version()
                 .map(|v| v.counter),
             Some(1)
@@ -381,7 +380,7 @@ mod tests {
         );
         let document = Document::parse(Some(text.as_bytes()));
         assert!(matches!(
-            document.slots([main(), other].iter(), 1_300)[..],
+            document.slots([main(), other].iter())[..],
             [Slot::Readable { .. }, Slot::Readable { .. }]
         ));
     }
@@ -391,14 +390,14 @@ mod tests {
         for raw in [&b"not json"[..], b"[1,2]", b"\xff", b"\"text\""] {
             let document = Document::parse(Some(raw));
             assert_eq!(
-                document.slots([main(), RecordKey::Fleet].iter(), 0),
+                document.slots([main(), RecordKey::Fleet].iter()),
                 vec![Slot::Unreadable { header: None }; 2]
             );
-            assert!(Expect::Unreadable.matches(document.raw(&main(), 0)));
+            assert!(Expect::Unreadable.matches(document.raw(&main())));
             let text = document.with(&[write(main(), Expect::Unreadable, value(1))], 0, 10);
             let replaced = Document::parse(Some(text.as_bytes()));
             assert_eq!(
-                replaced.slots([RecordKey::Fleet].iter(), 0),
+                replaced.slots([RecordKey::Fleet].iter()),
                 vec![Slot::Missing]
             );
         }
@@ -406,10 +405,7 @@ mod tests {
             br#"{"c:main": 7, "f": {"value": "dbfo3 1 ab x"}, "c:x": {"value": "dbfo3 1 ab x", "expires_at_ms": 10}}"#,
         ));
         assert_eq!(
-            document.slots(
-                [main(), RecordKey::Fleet, RecordKey::Connection("x".into())].iter(),
-                0
-            ),
+            document.slots([main(), RecordKey::Fleet, RecordKey::Connection("x".into())].iter()),
             vec![
                 Slot::Unreadable { header: None },
                 Slot::Foreign { format: 3 },
@@ -417,7 +413,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            Document::parse(None).slots([main()].iter(), 0),
+            Document::parse(None).slots([main()].iter()),
             vec![Slot::Missing]
         );
     }
