@@ -14,6 +14,10 @@ impl Actor for Collector {
 impl Handler<FailoverEvent> for Collector {
     type Result = ();
     fn handle(&mut self, event: FailoverEvent, _ctx: &mut Context<Self>) {
+        // The snapshot every subscriber hears first is not something that happened.
+        if matches!(event.kind, dbfailover::EventKind::CurrentState { .. }) {
+            return;
+        }
         if let Ok(mut events) = self.0.lock() {
             events.push(event);
         }

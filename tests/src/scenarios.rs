@@ -134,7 +134,7 @@ pub fn base_config(primary: &DbServer, failover: &DbServer) -> Config {
     h.timeout = Duration::from_millis(300);
     h.failure_threshold = 3;
     h.recovery_threshold = 2;
-    h.fast_interval = Duration::from_millis(20);
+    h.fast_interval = Some(Duration::from_millis(20));
     config
 }
 

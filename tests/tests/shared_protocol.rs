@@ -35,7 +35,7 @@ fn config(state: &StateSettings, interval: Duration) -> Config {
     config.failover.blocking = "blocking".into();
     config.health_check.interval = Schedule::Every(interval);
     config.health_check.timeout = Duration::from_millis(300);
-    config.health_check.fast_interval = Duration::from_millis(20);
+    config.health_check.fast_interval = Some(Duration::from_millis(20));
     config.state = state.clone();
     config
 }

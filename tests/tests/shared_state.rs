@@ -34,7 +34,7 @@ fn config(state: StateSettings) -> Config {
     config.failover.blocking = "blocking".into();
     config.health_check.interval = Schedule::Every(Duration::from_millis(100));
     config.health_check.timeout = Duration::from_millis(300);
-    config.health_check.fast_interval = Duration::from_millis(20);
+    config.health_check.fast_interval = Some(Duration::from_millis(20));
     config.state = state;
     config
 }

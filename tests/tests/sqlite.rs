@@ -18,7 +18,7 @@ fn config(primary: &SqliteDb, failover: &SqliteDb) -> Config {
     config.failover.blocking = "blocking".into();
     config.health_check.interval = Schedule::Every(Duration::from_millis(50));
     config.health_check.timeout = Duration::from_millis(500);
-    config.health_check.fast_interval = Duration::from_millis(10);
+    config.health_check.fast_interval = Some(Duration::from_millis(10));
     config
 }
 

@@ -96,7 +96,7 @@ async fn one(
         );
         config.health_check.interval = Schedule::Every(interval);
         config.health_check.timeout = Duration::from_millis(300);
-        config.health_check.fast_interval = Duration::from_millis(20);
+        config.health_check.fast_interval = Some(Duration::from_millis(20));
         config.state = state.clone();
         let store = dbfailover::store::from_settings(&state).map_err(|e| e.to_string())?;
         let engine = FailoverSystem::builder(config)

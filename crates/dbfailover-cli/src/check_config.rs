@@ -15,8 +15,11 @@ pub(crate) struct CheckConfigArgs {
 /// Loads, validates, and prints the effective configuration with every password masked.
 pub(crate) fn run(source: &ConfigSource, args: CheckConfigArgs) -> Result<(), CliError> {
     let loaded = config_file::load(source)?;
-    // A store that this build cannot make is a configuration error too.
-    dbfailover::store::from_settings(&loaded.config.state)
+    // Every check a start makes, short of starting: a probe for each database (the scheme's driver
+    // compiled in, the URL accepted by it) and the store `[state]` names.
+    dbfailover::builder(loaded.config.clone())
+        .map_err(|error| CliError::Config(error.to_string()))?
+        .build()
         .map_err(|error| CliError::Config(error.to_string()))?;
     if args.json {
         output::print_line(&output::json_line(&loaded.config));

@@ -4,7 +4,7 @@
 use crate::error::CliError;
 use dbfailover::Config;
 use dbfailover::core::load::{self, EnvOverride};
-use dbfailover::core::url::mask_password;
+use dbfailover::core::url::mask_text;
 use std::path::{Path, PathBuf};
 
 /// The file read when `--config` is not given.
@@ -88,8 +88,9 @@ fn load_with_env(source: &ConfigSource, env: Vec<(String, String)>) -> Result<Lo
         } else {
             format!("configuration (no {shown}; from DBFAILOVER_* variables only)")
         };
-        CliError::Config(mask_password(&format!("{place}: {error}")))
+        CliError::Config(mask_text(&format!("{place}: {error}")))
     })?;
+    crate::output::remember_secrets(&config);
     Ok(Loaded {
         config,
         file,

@@ -130,7 +130,7 @@ fn demo_config(primary: &Path, failover: &Path) -> Result<Config, String> {
     config.health_check.timeout = Duration::from_millis(500);
     config.health_check.failure_threshold = 3;
     config.health_check.recovery_threshold = 2;
-    config.health_check.fast_interval = Duration::from_millis(20);
+    config.health_check.fast_interval = Some(Duration::from_millis(20));
     Ok(config)
 }
 

@@ -20,6 +20,9 @@ pub(crate) enum CliError {
     /// Anything else that stopped the command (a file that cannot be written, an engine that stopped).
     #[error("{0}")]
     Failed(String),
+    /// `health-check --fail-on-down` found a problem: the exit code (1, 2 or 3), already reported.
+    #[error("")]
+    Monitoring(u8),
 }
 
 impl CliError {
@@ -28,6 +31,7 @@ impl CliError {
         match self {
             Self::Config(_) => ExitCode::from(2),
             Self::UnknownConnection { .. } | Self::Failed(_) => ExitCode::from(1),
+            Self::Monitoring(code) => ExitCode::from(*code),
         }
     }
 }

@@ -132,7 +132,7 @@ fn init_logging() {
     });
     use tracing_subscriber::prelude::*;
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(tracing_subscriber::fmt::layer().with_writer(output::RedactingStderr::default))
         .with(filter)
         .init();
 }
@@ -141,7 +141,9 @@ fn finish(result: Result<(), CliError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            output::print_error(&error.to_string());
+            if !matches!(error, CliError::Monitoring(_)) {
+                output::print_error(&error.to_string());
+            }
             error.exit_code()
         }
     }

@@ -1,24 +1,70 @@
 //! What the subcommands print: events (human lines or JSON lines) and connection states. Every line
-//! goes through [`mask_password`] on its way out.
+//! (stdout, stderr and the tracing log) goes through [`redact`] on its way out: URL passwords are
+//! masked by structure, and once the configuration is loaded every password it holds is removed by
+//! value too, in whatever form a driver or a server echoes it.
 
 use actix::prelude::*;
 use chrono::{DateTime, SecondsFormat, Utc};
-use dbfailover::core::url::mask_password;
+use dbfailover::core::url::{Redactor, mask_text};
 use dbfailover::{ConnectionReport, FailoverEvent};
 use serde::Serialize;
 use std::io::Write;
 
-/// Prints `line` on stdout, password masked, flushed at once (a pipe sees each line as it happens).
+/// Every secret of the loaded configuration; unset until a configuration is loaded.
+static SECRETS: std::sync::OnceLock<Redactor> = std::sync::OnceLock::new();
+
+/// Remembers the secrets of `config`, so that every later line is redacted by value too.
+pub(crate) fn remember_secrets(config: &dbfailover::Config) {
+    let _ = SECRETS.set(config.redactor());
+}
+
+/// `text` as it may be shown: URL passwords masked, known secrets removed.
+pub(crate) fn redact(text: &str) -> String {
+    match SECRETS.get() {
+        Some(redactor) => redactor.redact(text),
+        None => mask_text(text),
+    }
+}
+
+/// Prints `line` on stdout, redacted, flushed at once (a pipe sees each line as it happens).
 pub(crate) fn print_line(line: &str) {
     let mut out = std::io::stdout().lock();
     // A closed stdout (the reader went away) is not this command's failure.
-    let _ = writeln!(out, "{}", mask_password(line));
+    let _ = writeln!(out, "{}", redact(line));
     let _ = out.flush();
 }
 
-/// Prints `message` on stderr as `dbfailover: <message>`, password masked.
+/// Prints `message` on stderr as `dbfailover: <message>`, redacted.
 pub(crate) fn print_error(message: &str) {
-    eprintln!("dbfailover: {}", mask_password(message));
+    eprintln!("dbfailover: {}", redact(message));
+}
+
+/// The tracing log's writer: gathers one formatted event, then writes it redacted to stderr.
+#[derive(Default)]
+pub(crate) struct RedactingStderr(Vec<u8>);
+
+impl Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.0.is_empty() {
+            let text = redact(&String::from_utf8_lossy(&self.0));
+            self.0.clear();
+            let mut err = std::io::stderr().lock();
+            err.write_all(text.as_bytes())?;
+            err.flush()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RedactingStderr {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
 }
 
 /// RFC 3339 in UTC with milliseconds: `2024-05-01T12:00:00.123Z`.
@@ -134,7 +180,7 @@ impl From<&ConnectionReport> for ConnectionJson {
                 .last_latency
                 .map(|d| (d.as_secs_f64() * 1_000_000.0).round() / 1000.0),
             writable: state.writable,
-            error: state.last_error.as_deref().map(mask_password),
+            error: state.last_error.as_deref().map(redact),
             replication: state.replication.clone(),
         }
     }

@@ -1,4 +1,6 @@
 //! `dbfailover watch`: runs the engine until SIGINT or SIGTERM, printing every event as it happens.
+//! SIGHUP (a closed terminal, or an operator expecting a reload) does not stop it: it says on stderr
+//! that it goes on with the configuration it started with.
 
 use crate::config_file::{self, ConfigSource};
 use crate::engine::{self, Checks};
@@ -28,6 +30,8 @@ pub(crate) async fn run(source: &ConfigSource, args: WatchArgs) -> Result<(), Cl
         .map_err(|error| CliError::Failed(format!("cannot watch SIGTERM: {error}")))?;
     let mut interrupt = signal(SignalKind::interrupt())
         .map_err(|error| CliError::Failed(format!("cannot watch SIGINT: {error}")))?;
+    let mut hangup = signal(SignalKind::hangup())
+        .map_err(|error| CliError::Failed(format!("cannot watch SIGHUP: {error}")))?;
     if let Some(addr) = args.metrics_addr {
         let bound = metrics_server::serve(addr).await?;
         output::print_error(&format!("serving metrics at http://{bound}/metrics"));
@@ -62,9 +66,15 @@ pub(crate) async fn run(source: &ConfigSource, args: WatchArgs) -> Result<(), Cl
             dbfailover::core::duration::format(config.health_check.timeout),
         ));
     }
-    let which = tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
+    let which = loop {
+        tokio::select! {
+            _ = terminate.recv() => break "SIGTERM",
+            _ = interrupt.recv() => break "SIGINT",
+            _ = hangup.recv() => output::print_error(
+                "SIGHUP ignored: watch goes on with the configuration it started with; restart it \
+                 to apply a changed one",
+            ),
+        }
     };
     tracing::info!(signal = which, "stopping");
     if !args.json {

@@ -21,6 +21,9 @@ pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 /// The longest TTL accepted (memcached reads a longer one as a date).
 pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// The URL schemes of the databases the library can check (each needs its driver compiled in).
+pub const DATABASE_SCHEMES: &[&str] = &["postgres", "postgresql", "mysql", "mariadb", "sqlite"];
+
 /// The smallest check interval (and fast interval) accepted.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -365,9 +368,14 @@ pub struct HealthCheckSettings {
     #[serde(alias = "schedule_frequency")]
     pub interval: Schedule,
     /// Time between the confirming checks that follow a failed check or a reported query failure, until
-    /// the connection is decided (a success, or DOWN). Default 20 ms.
-    #[serde(with = "duration::human")]
-    pub fast_interval: Duration,
+    /// the connection is decided (a success, or DOWN). Default: 20 ms, or the interval when that is
+    /// shorter; never longer than the interval. See [`HealthCheckSettings::effective_fast_interval`].
+    #[serde(
+        default,
+        with = "duration::option_human",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub fast_interval: Option<Duration>,
     /// Bound on the confirming checks that follow a check that timed out (a hung server answers the next
     /// connect no sooner). Default: the interval (the timeout when checks are disabled), never more
     /// than the timeout.
@@ -387,13 +395,26 @@ impl Default for HealthCheckSettings {
             recovery_threshold: 2,
             timeout: Duration::from_secs(2),
             interval: Schedule::Every(Duration::from_secs(1)),
-            fast_interval: Duration::from_millis(20),
+            fast_interval: None,
             confirm_timeout: None,
         }
     }
 }
 
+/// The fast interval when none is set (or the interval, when that is shorter).
+pub const DEFAULT_FAST_INTERVAL: Duration = Duration::from_millis(20);
+
 impl HealthCheckSettings {
+    /// The time between confirming checks, with its default applied: the setting, else the smaller of
+    /// [`DEFAULT_FAST_INTERVAL`] and the interval.
+    pub fn effective_fast_interval(&self) -> Duration {
+        self.fast_interval.unwrap_or_else(|| {
+            self.interval
+                .interval()
+                .map_or(DEFAULT_FAST_INTERVAL, |i| i.min(DEFAULT_FAST_INTERVAL))
+        })
+    }
+
     /// The bound on confirming checks after a timeout, with its default applied.
     pub fn effective_confirm_timeout(&self) -> Duration {
         self.confirm_timeout
@@ -437,6 +458,22 @@ impl Config {
             .databases
             .insert(failover.0.to_owned(), DatabaseSettings::new(failover.1));
         config
+    }
+
+    /// A [`Redactor`](crate::url::Redactor) that knows every secret of this configuration (each
+    /// database's and monitor's password, the store's), for text that may echo one by value.
+    pub fn redactor(&self) -> crate::url::Redactor {
+        let mut redactor = crate::url::Redactor::new();
+        for database in self.databases.values() {
+            redactor.add_url(&database.url);
+            if let Some(monitor) = &database.monitor_url {
+                redactor.add_url(monitor);
+            }
+        }
+        if let Some(url) = &self.state.url {
+            redactor.add_url(url);
+        }
+        redactor
     }
 
     /// The configured role names.
@@ -544,13 +581,32 @@ impl Config {
                 ));
             }
         }
-        for name in self.databases.keys() {
+        for (name, database) in &self.databases {
             if name.trim().is_empty() {
                 return Err(ConfigError::invalid(
                     "databases",
                     name,
                     "a database needs a name",
                 ));
+            }
+            let urls = std::iter::once(("url", &database.url))
+                .chain(database.monitor_url.iter().map(|u| ("monitor_url", u)));
+            for (field, url) in urls {
+                let scheme = url.scheme();
+                if !DATABASE_SCHEMES.contains(&scheme.as_str()) {
+                    return Err(ConfigError::invalid(
+                        format!("databases.{name}.{field}"),
+                        url,
+                        format!(
+                            "`{scheme}://` is no database this library knows; use one of {}",
+                            DATABASE_SCHEMES
+                                .iter()
+                                .map(|s| format!("{s}://"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
             }
         }
         self.validate_state()?;
@@ -601,16 +657,31 @@ impl Config {
                 "must be at least 10ms",
             ));
         }
-        if h.fast_interval < MIN_INTERVAL {
-            return Err(ConfigError::invalid(
-                "health_check.fast_interval",
-                duration::format(h.fast_interval),
-                "must be at least 10ms",
-            ));
+        if let Some(fast) = h.fast_interval {
+            if fast < MIN_INTERVAL {
+                return Err(ConfigError::invalid(
+                    "health_check.fast_interval",
+                    duration::format(fast),
+                    "must be at least 10ms",
+                ));
+            }
+            if let Schedule::Every(interval) = h.interval
+                && fast > interval
+            {
+                return Err(ConfigError::invalid(
+                    "health_check.fast_interval",
+                    duration::format(fast),
+                    format!(
+                        "must be at most health_check.interval ({}): confirming checks come faster than \
+                         periodic ones",
+                        duration::format(interval)
+                    ),
+                ));
+            }
         }
         let mut bounded = vec![
             ("health_check.timeout", h.timeout),
-            ("health_check.fast_interval", h.fast_interval),
+            ("health_check.fast_interval", h.effective_fast_interval()),
             ("state.timeout", self.state.timeout),
             (
                 "failover.max_replication_lag",
@@ -672,10 +743,17 @@ impl Config {
                     ));
                 }
             }
-            StoreKind::File if s.path.is_none() => {
+            StoreKind::File
+                if s.path
+                    .as_ref()
+                    .is_none_or(|p| p.as_os_str().to_string_lossy().trim().is_empty()) =>
+            {
                 return Err(ConfigError::invalid(
                     "state.path",
-                    "",
+                    s.path
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
                     "the file store needs a path",
                 ));
             }
@@ -763,7 +841,7 @@ mod tests {
                 "5ms",
             ),
             (
-                |c| c.health_check.fast_interval = Duration::from_millis(1),
+                |c| c.health_check.fast_interval = Some(Duration::from_millis(1)),
                 "health_check.fast_interval",
                 "1ms",
             ),

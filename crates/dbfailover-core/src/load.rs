@@ -23,7 +23,7 @@
 
 use crate::config::Config;
 use crate::error::ConfigError;
-use crate::url::mask_password;
+use crate::url::{mask_password, mask_text};
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -256,7 +256,7 @@ fn apply_override(table: &mut toml::Table, o: &EnvOverride) -> Result<(), Config
             other => {
                 return Err(ConfigError::invalid(
                     path.join("."),
-                    mask_password(&other.to_string()),
+                    mask_text(&other.to_string()),
                     format!(
                         "is a value, not a section; {} cannot set a key inside it",
                         o.variable
@@ -308,7 +308,7 @@ fn syntax_error(text: &str, error: &toml::de::Error) -> LoadError {
     LoadError::Syntax {
         line,
         column,
-        message: mask_password(error.message().trim()),
+        message: mask_text(error.message().trim()),
     }
 }
 
@@ -350,7 +350,7 @@ fn shown_value(value: Option<&toml::Value>) -> String {
             let keys: Vec<&str> = table.keys().map(String::as_str).collect();
             format!("{{ {} }}", keys.join(", "))
         }
-        Some(other) => mask_password(&other.to_string()),
+        Some(other) => mask_text(&other.to_string()),
     }
 }
 
@@ -361,7 +361,7 @@ fn setting_error(
 ) -> LoadError {
     let message = error.message().trim();
     let mut path = error_path(error);
-    let mut reason = mask_password(message);
+    let mut reason = mask_text(message);
     if let Some(field) = quoted_after(message, "unknown field ") {
         path.push(field.to_owned());
         let expected = message
@@ -379,7 +379,7 @@ fn setting_error(
         let expected = message
             .split_once(", expected ")
             .map_or(String::new(), |(_, e)| format!("; expected {e}"));
-        reason = format!("`{}` is not known{expected}", mask_password(variant));
+        reason = format!("`{}` is not known{expected}", mask_text(variant));
     }
     let value = shown_value(lookup(table, &path));
     if let Some(o) = overrides
@@ -449,7 +449,10 @@ ttl = "300s"
             config.health_check.interval,
             Schedule::Every(Duration::from_secs(1))
         );
-        assert_eq!(config.health_check.fast_interval, Duration::from_millis(50));
+        assert_eq!(
+            config.health_check.fast_interval,
+            Some(Duration::from_millis(50))
+        );
         assert_eq!(config.state.store, StoreKind::Memory);
     }
 

@@ -8,54 +8,247 @@ use std::fmt;
 pub const MASK: &str = "****";
 
 /// Returns `url` with its password masked: the password of the user-info part
-/// (`scheme://user:secret@host`) and any `password=` query parameter.
+/// (`scheme://user:secret@host`) and the value of every query parameter that names a secret
+/// (`password=`, `sslpassword=`, `pass=`, `pwd=`, `secret=`, `token=`, any case).
 ///
-/// Works on text that is not a valid URL too, so an error about a bad URL can show it safely.
+/// The whole input is taken as one URL and split by structure, never by scanning for where a URL
+/// seems to end: the user-info runs from `://` to the **last** `@` of the input, because a password
+/// may hold any character (`/`, `?`, `#`, `@`, spaces, quotes, control characters) unencoded. When
+/// that guess is wrong (an `@` in the query), more is masked than needed: the safe side.
+/// For free text that may hold URLs among other words (an error message), use [`mask_text`].
 pub fn mask_password(url: &str) -> String {
-    // Every URL in the text (an error message may hold several), each up to the end of its token.
+    let (head, rest) = match url.find("://") {
+        Some(at) => url.split_at(at + 3),
+        None => ("", url),
+    };
     let mut out = String::with_capacity(url.len());
-    let mut rest = url;
+    out.push_str(head);
+    let after_userinfo = if head.is_empty() {
+        rest
+    } else {
+        match rest.rfind('@') {
+            Some(at) => {
+                let userinfo = &rest[..at];
+                match userinfo.find(':') {
+                    Some(colon) => {
+                        out.push_str(&userinfo[..=colon]);
+                        out.push_str(MASK);
+                    }
+                    None => out.push_str(userinfo),
+                }
+                out.push('@');
+                &rest[at + 1..]
+            }
+            None => rest,
+        }
+    };
+    out.push_str(&mask_query(after_userinfo));
+    out
+}
+
+/// Masks the values of secret-naming parameters in the query of `rest` (the URL after its
+/// user-info). Parameters end at `&`, `;` or the fragment's `#`, as a driver splits them.
+fn mask_query(rest: &str) -> String {
+    let Some(question) = rest.find('?') else {
+        return rest.to_owned();
+    };
+    let (path, query) = rest.split_at(question + 1);
+    let (query, fragment) = match query.find('#') {
+        Some(hash) => query.split_at(hash),
+        None => (query, ""),
+    };
+    let mut out = String::with_capacity(rest.len());
+    out.push_str(path);
+    let mut pair_start = 0;
+    for (end, separator) in query
+        .char_indices()
+        .filter(|(_, c)| matches!(c, '&' | ';'))
+        .map(|(i, c)| (i, Some(c)))
+        .chain(std::iter::once((query.len(), None)))
+    {
+        let pair = &query[pair_start..end];
+        match pair.split_once('=') {
+            Some((key, value)) if names_a_secret(key) && !value.is_empty() => {
+                out.push_str(key);
+                out.push('=');
+                out.push_str(MASK);
+            }
+            _ => out.push_str(pair),
+        }
+        if let Some(separator) = separator {
+            out.push(separator);
+        }
+        pair_start = end + 1;
+    }
+    out.push_str(fragment);
+    out
+}
+
+/// The values of secret-naming parameters in the query of `rest` (the URL after its user-info).
+fn query_secrets(rest: &str) -> impl Iterator<Item = &str> {
+    let query = rest.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    query.split(['&', ';']).filter_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (names_a_secret(key) && !value.is_empty()).then_some(value)
+    })
+}
+
+/// Whether a query parameter's name says its value is a secret.
+fn names_a_secret(key: &str) -> bool {
+    let key = percent_encoding::percent_decode_str(key)
+        .decode_utf8_lossy()
+        .to_ascii_lowercase();
+    key.ends_with("password")
+        || matches!(
+            key.as_str(),
+            "pass" | "pwd" | "secret" | "token" | "auth" | "sslkey" | "passfile"
+        )
+}
+
+/// Masks every URL password in free text (an error message, a configuration file's text): each
+/// `://` starts a URL whose user-info may run to the last `@` before the next `://`, so a password
+/// is masked whatever it holds. Masks too much rather than too little. Query secrets are masked
+/// within the word that holds them.
+///
+/// Text from a driver may also echo a known password outside any URL: [`Redactor`] removes those by
+/// value.
+pub fn mask_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
     while let Some(scheme_end) = rest.find("://") {
         let (before, after) = rest.split_at(scheme_end + 3);
         out.push_str(before);
-        let token_end = after
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>'))
-            .unwrap_or(after.len());
-        let token = &after[..token_end];
-        // The user-info ends at the token's last `@`: a password may hold `/`, `?` or `#` unencoded,
-        // and masking too much is the safe side of a mistake.
-        match token
-            .rfind('@')
-            .and_then(|at| Some((at, token[..at].find(':')?)))
-        {
-            Some((at, colon)) => {
-                out.push_str(&token[..=colon]);
+        let next_url = after.find("://").unwrap_or(after.len());
+        let segment = &after[..next_url];
+        let userinfo_end = segment.rfind('@').filter(|at| segment[..*at].contains(':'));
+        let tail = match userinfo_end {
+            Some(at) => {
+                let colon = segment[..at].find(':').unwrap_or(at);
+                out.push_str(&segment[..=colon]);
                 out.push_str(MASK);
-                out.push_str(&token[at..]);
+                &segment[at..]
             }
-            None => out.push_str(token),
-        }
-        rest = &after[token_end..];
+            None => segment,
+        };
+        // The rest of the segment up to where the URL's word ends, query secrets masked.
+        let word_end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>'))
+            .unwrap_or(tail.len());
+        out.push_str(&mask_query(&tail[..word_end]));
+        out.push_str(&tail[word_end..]);
+        rest = &after[next_url..];
     }
     out.push_str(rest);
-    let lower = out.to_ascii_lowercase();
-    let mut search_from = 0;
+    mask_password_words(&out)
+}
+
+/// Masks `password=value` words outside URLs (`host=h password=secret`), as libpq's key/value
+/// connection strings and some driver messages write them.
+fn mask_password_words(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
     let mut ranges = Vec::new();
-    while let Some(found) = lower[search_from..].find("password=") {
-        let begin = search_from + found;
-        let preceded_ok =
-            begin == 0 || matches!(lower.as_bytes()[begin - 1], b'?' | b'&' | b';' | b' ');
+    let mut from = 0;
+    while let Some(found) = lower[from..].find("password=") {
+        let begin = from + found;
         let value_start = begin + "password=".len();
         let value_end = lower[value_start..]
-            .find(['&', '#', ';', ' '])
+            .find(|c: char| c.is_whitespace() || matches!(c, '&' | ';' | '#'))
             .map_or(lower.len(), |e| value_start + e);
-        if preceded_ok && value_end > value_start {
+        if value_end > value_start && !text[value_start..].starts_with(MASK) {
             ranges.push(value_start..value_end);
         }
-        search_from = value_end.max(value_start);
+        from = value_end.max(value_start);
     }
+    let mut out = text.to_owned();
     for range in ranges.into_iter().rev() {
         out.replace_range(range, MASK);
+    }
+    out
+}
+
+/// Removes known secrets from text by value: every password of a configuration, as written, as
+/// a driver decodes it (percent-decoded), percent-encoded and JSON-escaped. For text that may echo
+/// a secret outside any URL (a driver's error, a server's message). Also masks URLs as
+/// [`mask_text`] does.
+///
+/// Secrets shorter than [`Redactor::MIN_SECRET`] characters are not searched for by value (they
+/// would blank out ordinary words); the URL masking still hides them.
+#[derive(Clone, Default)]
+pub struct Redactor {
+    needles: Vec<String>,
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Redactor({} secrets)", self.needles.len())
+    }
+}
+
+impl Redactor {
+    /// The shortest secret searched for by value, in characters.
+    pub const MIN_SECRET: usize = 4;
+
+    /// A redactor that knows no secret yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the password (and secret query parameters) of `url`.
+    pub fn add_url(&mut self, url: &DatabaseUrl) {
+        for secret in url.secrets() {
+            self.add_secret(&secret);
+        }
+    }
+
+    /// Adds one secret, in every form it may be shown in.
+    pub fn add_secret(&mut self, secret: &str) {
+        let decoded = percent_encoding::percent_decode_str(secret)
+            .decode_utf8_lossy()
+            .into_owned();
+        for form in [secret.to_owned(), decoded] {
+            let encoded =
+                percent_encoding::utf8_percent_encode(&form, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string();
+            let json = json_escaped(&form);
+            let debug = form.escape_debug().to_string();
+            for needle in [form.clone(), encoded, json, debug] {
+                if needle.chars().count() >= Self::MIN_SECRET && !self.needles.contains(&needle) {
+                    self.needles.push(needle);
+                }
+            }
+        }
+        // Longest first, so a secret that holds another is replaced whole.
+        self.needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    }
+
+    /// `text` with URLs masked and every known secret replaced by [`MASK`].
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = mask_text(text);
+        for needle in &self.needles {
+            if out.contains(needle.as_str()) {
+                out = out.replace(needle.as_str(), MASK);
+            }
+        }
+        out
+    }
+}
+
+/// `text` as it stands inside a JSON string, without the quotes.
+fn json_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
     }
     out
 }
@@ -90,6 +283,26 @@ impl DatabaseUrl {
     /// The URL with its password masked.
     pub fn masked(&self) -> String {
         mask_password(&self.0)
+    }
+
+    /// The secrets this URL holds, split by structure as [`mask_password`] does: the user-info's
+    /// password and the values of secret-naming query parameters. For a [`Redactor`].
+    pub fn secrets(&self) -> Vec<String> {
+        let text = self.0.as_str();
+        let Some(at) = text.find("://") else {
+            return query_secrets(text).map(str::to_owned).collect();
+        };
+        let rest = &text[at + 3..];
+        let (password, after) = match rest.rfind('@') {
+            Some(at) => (rest[..at].split_once(':').map(|(_, p)| p), &rest[at + 1..]),
+            None => (None, rest),
+        };
+        password
+            .into_iter()
+            .chain(query_secrets(after))
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 }
 
@@ -132,7 +345,7 @@ mod tests {
         assert_eq!(mask_password("redis://:pw@h/0"), "redis://:****@h/0");
         assert_eq!(mask_password("redis://:ab#c/d?e@h/0"), "redis://:****@h/0");
         assert_eq!(
-            mask_password("url = \"postgres://a:x@h1/db\"\nurl = \"postgres://a:y@h2/db\""),
+            mask_text("url = \"postgres://a:x@h1/db\"\nurl = \"postgres://a:y@h2/db\""),
             "url = \"postgres://a:****@h1/db\"\nurl = \"postgres://a:****@h2/db\"",
             "every URL of a text, each on its own"
         );
@@ -141,10 +354,72 @@ mod tests {
     }
 
     #[test]
+    fn a_password_holding_any_character_is_masked_whole() {
+        for password in [
+            "a b c",
+            "a\"b",
+            "a'b",
+            "a`b",
+            "a<b>c",
+            "a\tb",
+            "a\nb",
+            "p@ss@word",
+            "a/b?c#d",
+            "ü ß 密码",
+            "\u{0}\u{1f}\u{7f}",
+            "x:y:z",
+            "a%20b",
+        ] {
+            let url = format!("postgres://app:{password}@db.example:5432/app?sslmode=disable");
+            let masked = mask_password(&url);
+            assert_eq!(
+                masked, "postgres://app:****@db.example:5432/app?sslmode=disable",
+                "{password:?}"
+            );
+            let text = format!("connect failed url={url} (timed out)");
+            assert!(!mask_text(&text).contains(password), "{password:?}");
+            let parsed = DatabaseUrl::parse(&url);
+            if let Ok(parsed) = parsed {
+                assert_eq!(parsed.secrets(), vec![password.to_owned()]);
+                assert!(!format!("{parsed} {parsed:?}").contains(password));
+            }
+        }
+    }
+
+    #[test]
+    fn the_redactor_removes_known_secrets_in_every_form() {
+        let url = DatabaseUrl::parse("postgres://app:pa%20ss%22word@db/app?sslpassword=keyphrase")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut redactor = Redactor::new();
+        redactor.add_url(&url);
+        for leak in [
+            "pa%20ss%22word",
+            "pa ss\"word",
+            "pa ss\\\"word",
+            "keyphrase",
+            "pa%20ss%22word".replace('%', "%25").as_str(),
+        ] {
+            let out = redactor.redact(&format!("server said: {leak}!"));
+            assert!(!out.contains(leak), "{out}");
+            assert!(out.contains(MASK), "{out}");
+        }
+        assert_eq!(redactor.redact("nothing here"), "nothing here");
+        assert!(!format!("{redactor:?}").contains("keyphrase"));
+    }
+
+    #[test]
     fn masks_password_query_parameter() {
         assert_eq!(
             mask_password("postgres://h/db?user=a&password=xyz&sslmode=disable"),
             "postgres://h/db?user=a&password=****&sslmode=disable"
+        );
+        assert_eq!(
+            mask_password("mysql://h/db?Password=a;b&x=1#frag"),
+            "mysql://h/db?Password=****;b&x=1#frag"
+        );
+        assert_eq!(
+            mask_text("host=h password=top-secret dbname=x"),
+            "host=h password=**** dbname=x"
         );
     }
 

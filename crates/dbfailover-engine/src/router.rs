@@ -425,6 +425,9 @@ impl Handler<Subscribe> for RouterActor {
     fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) -> Self::Result {
         let id = SubscriptionId(self.next_subscription);
         self.next_subscription += 1;
+        // What happened before it came is not lost: the subscriber hears what is true now first,
+        // then every event (`do_send` does not drop on a full mailbox).
+        msg.0.do_send(self.current_state());
         self.subscribers.push((id, msg.0));
         MessageResult(id)
     }

@@ -201,7 +201,7 @@ impl FailoverSystem {
                     connection: Arc::from(m.name),
                     timeout: health.timeout,
                     schedule: health.interval,
-                    fast_interval: health.fast_interval,
+                    fast_interval: health.effective_fast_interval(),
                     confirm_timeout: health.effective_confirm_timeout(),
                     confirm_checks: health.failure_threshold,
                     require_writable: m.require_writable,

@@ -205,3 +205,57 @@ async fn a_late_event_stream_hears_the_current_state_first_then_every_event() {
     }
     assert_eq!(names[0], "PrimaryConnectionDown", "{names:?}");
 }
+
+/// Hears every event, the snapshot included.
+struct Everything(std::sync::Arc<std::sync::Mutex<Vec<dbfailover_core::FailoverEvent>>>);
+
+impl actix::Actor for Everything {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<dbfailover_core::FailoverEvent> for Everything {
+    type Result = ();
+    fn handle(&mut self, event: dbfailover_core::FailoverEvent, _: &mut Self::Context) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+#[actix_rt::test]
+async fn an_actor_that_subscribes_late_hears_what_is_true_now_first() {
+    use actix::Actor;
+    use dbfailover_core::EventKind;
+    tokio::time::pause();
+    let handle = common::start(
+        config(),
+        Scripted::new(Mode::Refuse),
+        Scripted::new(Mode::Up),
+    );
+    // The switch away from the primary happens before anybody listens.
+    sleep_ms(500).await;
+    assert_eq!(handle.active().role, ActiveRole::Failover);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    handle
+        .subscribe(Everything(seen.clone()).start().recipient())
+        .await
+        .unwrap();
+    sleep_ms(10).await;
+    let events = seen.lock().unwrap().clone();
+    let Some(EventKind::CurrentState {
+        active_connection_name,
+        connections,
+        store_available,
+    }) = events.first().map(|e| e.kind.clone())
+    else {
+        panic!("the first event is the current state: {events:?}");
+    };
+    assert_eq!(active_connection_name, "standby");
+    assert_eq!(
+        connections,
+        [
+            ("main".to_owned(), ConnectionStatus::Down),
+            ("standby".to_owned(), ConnectionStatus::Healthy)
+        ]
+    );
+    assert!(store_available);
+    assert_eq!(events.len(), 1, "nothing happened since: {events:?}");
+}

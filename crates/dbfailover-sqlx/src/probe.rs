@@ -5,7 +5,7 @@
 //! timeout too, so nothing the probe gave up on keeps running there.
 
 use crate::error::ProbeSetupError;
-use dbfailover_core::url::mask_password;
+use dbfailover_core::url::Redactor;
 use dbfailover_core::{Config, DatabaseUrl};
 use dbfailover_engine::{FailoverSystemBuilder, Probe, ProbeError, ProbeFuture, ProbeReport};
 use std::time::Duration;
@@ -44,6 +44,8 @@ pub struct SqlxProbe {
     connection: String,
     /// The missing privilege was reported (once per probe).
     privilege_reported: std::sync::atomic::AtomicBool,
+    /// Removes this URL's password from driver and server texts, whatever form they echo it in.
+    redactor: Redactor,
 }
 
 enum Target {
@@ -53,10 +55,6 @@ enum Target {
     Postgres(sqlx::postgres::PgConnectOptions),
     #[cfg(feature = "mysql")]
     MySql(sqlx::mysql::MySqlConnectOptions),
-}
-
-fn text_of(error: impl std::fmt::Display) -> String {
-    mask_password(&error.to_string())
 }
 
 impl SqlxProbe {
@@ -107,14 +105,24 @@ impl SqlxProbe {
             query: query.to_owned(),
             connection: connection.to_owned(),
             privilege_reported: std::sync::atomic::AtomicBool::new(false),
+            redactor: {
+                let mut redactor = Redactor::new();
+                redactor.add_url(url);
+                redactor
+            },
         })
+    }
+
+    /// An error's text with URLs masked and this database's password removed by value.
+    fn text_of(&self, error: impl std::fmt::Display) -> String {
+        self.redactor.redact(&error.to_string())
     }
 
     async fn run(&self, timeout: Duration) -> Result<ProbeReport, ProbeError> {
         let work = async {
             match &self.target {
                 #[cfg(feature = "sqlite")]
-                Target::Sqlite(options) => check_sqlite(options, &self.query).await,
+                Target::Sqlite(options) => check_sqlite(options, &self.query, self).await,
                 #[cfg(feature = "postgres")]
                 Target::Postgres(options) => {
                     check_postgres(options, &self.query, timeout, self).await
@@ -161,19 +169,20 @@ impl Probe for SqlxProbe {
 async fn check_sqlite(
     options: &sqlx::sqlite::SqliteConnectOptions,
     query: &str,
+    probe: &SqlxProbe,
 ) -> Result<ProbeReport, ProbeError> {
     use sqlx::{ConnectOptions, Connection};
     let mut conn = options
         .connect()
         .await
-        .map_err(|e| ProbeError::new(format!("connect: {}", text_of(e))))?;
+        .map_err(|e| ProbeError::new(format!("connect: {}", probe.text_of(e))))?;
     let result = sqlx::query(query).execute(&mut conn).await;
     let query_only: Result<i64, _> = sqlx::query_scalar("PRAGMA query_only")
         .fetch_one(&mut conn)
         .await;
     // Closing is best effort; the connection is dropped either way.
     let _ = conn.close().await;
-    result.map_err(|e| ProbeError::new(format!("health query: {}", text_of(e))))?;
+    result.map_err(|e| ProbeError::new(format!("health query: {}", probe.text_of(e))))?;
     Ok(ProbeReport {
         writable: query_only.ok().map(|q| q == 0),
         replication: None,
@@ -196,12 +205,12 @@ async fn check_postgres(
     let mut conn = options
         .connect()
         .await
-        .map_err(|e| ProbeError::new(format!("connect: {}", text_of(e))))?;
+        .map_err(|e| ProbeError::new(format!("connect: {}", probe.text_of(e))))?;
     let outcome = async {
         sqlx::query(query)
             .execute(&mut conn)
             .await
-            .map_err(|e| ProbeError::new(format!("health query: {}", text_of(e))))?;
+            .map_err(|e| ProbeError::new(format!("health query: {}", probe.text_of(e))))?;
         // Role, writability, cluster identity and timeline in one round trip. The cluster identity
         // needs `pg_control_system()` (superusers and `pg_monitor` by default): without it, the
         // role and writability still come.
@@ -215,14 +224,14 @@ async fn check_postgres(
                 probe.missing_privilege(
                     "reading the cluster identity and timeline",
                     "pg_monitor (or a superuser)",
-                    &text_of(&error),
+                    &probe.text_of(&error),
                 );
                 let (in_recovery, read_only, lag_ms): (bool, String, Option<f64>) =
                     sqlx::query_as(PG_ROLE_QUERY)
                         .fetch_one(&mut conn)
                         .await
                         .map_err(|e| {
-                            ProbeError::new(format!("writability query: {}", text_of(e)))
+                            ProbeError::new(format!("writability query: {}", probe.text_of(e)))
                         })?;
                 (in_recovery, read_only, lag_ms, None, None)
             }
@@ -287,7 +296,7 @@ async fn check_mysql(
     let mut conn = options
         .connect()
         .await
-        .map_err(|e| ProbeError::new(format!("connect: {}", text_of(e))))?;
+        .map_err(|e| ProbeError::new(format!("connect: {}", probe.text_of(e))))?;
     let outcome = async {
         // MariaDB: max_statement_time (seconds); MySQL: max_execution_time (ms). Best effort.
         let seconds = format!("{:.3}", timeout.as_secs_f64());
@@ -306,11 +315,11 @@ async fn check_mysql(
         sqlx::query(query)
             .execute(&mut conn)
             .await
-            .map_err(|e| ProbeError::new(format!("health query: {}", text_of(e))))?;
+            .map_err(|e| ProbeError::new(format!("health query: {}", probe.text_of(e))))?;
         let read_only: i64 = sqlx::query_scalar("SELECT CAST(@@global.read_only AS SIGNED)")
             .fetch_one(&mut conn)
             .await
-            .map_err(|e| ProbeError::new(format!("writability query: {}", text_of(e))))?;
+            .map_err(|e| ProbeError::new(format!("writability query: {}", probe.text_of(e))))?;
         // MySQL has super_read_only; MariaDB does not: an error here means "not set".
         let super_read_only: i64 =
             sqlx::query_scalar("SELECT CAST(@@global.super_read_only AS SIGNED)")
@@ -328,7 +337,7 @@ async fn check_mysql(
                 probe.missing_privilege(
                     "SHOW REPLICA STATUS (the replication evidence)",
                     "REPLICA MONITOR or REPLICATION CLIENT",
-                    &text_of(&error),
+                    &probe.text_of(&error),
                 );
                 None
             }

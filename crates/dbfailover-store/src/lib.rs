@@ -96,6 +96,16 @@ pub fn from_settings(settings: &StateSettings) -> Result<Arc<dyn StateStore>, St
                 .path
                 .as_ref()
                 .ok_or_else(|| missing("state.path", StoreKind::File))?;
+            // A directory (or a path ending in `/`) can never hold the state file; other problems
+            // (a missing folder, no permission) may be fixed while the engine runs, which goes on
+            // from its local state and reports the store unavailable meanwhile.
+            if path.is_dir() || path.as_os_str().to_string_lossy().ends_with('/') {
+                return Err(StoreSetupError::InvalidSetting {
+                    key: "state.path",
+                    value: path.display().to_string(),
+                    reason: "is a directory; name the state file in it".to_owned(),
+                });
+            }
             Ok(Arc::new(FileStore::new(
                 path,
                 &settings.prefix,

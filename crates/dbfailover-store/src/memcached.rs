@@ -17,7 +17,7 @@
 use crate::StoreSetupError;
 use crate::keys::{SeedKeys, shared_document};
 use dbfailover_core::record::{CasOutcome, RecordKey, Slot, Write};
-use dbfailover_core::url::mask_password;
+use dbfailover_core::url::{mask_password, mask_text};
 use dbfailover_engine::{StateStore, StoreError, StoreFuture};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -74,7 +74,7 @@ impl MemcachedStore {
             .map_err(|e| StoreSetupError::InvalidSetting {
                 key: "state.url",
                 value: mask_password(url),
-                reason: mask_password(&e.to_string()),
+                reason: mask_text(&e.to_string()),
             })?;
         let key = shared_document(prefix);
         if !is_memcached_key(&key) {
@@ -136,7 +136,7 @@ impl Job {
         StoreError::new(format!(
             "memcached {}: {what}: {}",
             mask_password(&self.url),
-            mask_password(&e.to_string())
+            mask_text(&e.to_string())
         ))
     }
 

@@ -17,7 +17,7 @@
 use crate::StoreSetupError;
 use crate::keys::{self, SeedKeys, changes_channel, notice_payload, parse_notice};
 use dbfailover_core::record::{CasOutcome, Notice, RecordKey, Slot, Write};
-use dbfailover_core::url::mask_password;
+use dbfailover_core::url::{mask_password, mask_text};
 use dbfailover_engine::{StateStore, StoreError, StoreFuture};
 use deadpool_redis::redis::{self, AsyncConnectionConfig, aio::MultiplexedConnection};
 use std::future::Future;
@@ -111,8 +111,7 @@ impl RedisStore {
                 "TLS (rediss://) needs the `redis-tls` feature of this build".to_owned(),
             ));
         }
-        let client =
-            redis::Client::open(url).map_err(|e| invalid(mask_password(&e.to_string())))?;
+        let client = redis::Client::open(url).map_err(|e| invalid(mask_text(&e.to_string())))?;
         Ok(Self {
             url: url.to_owned(),
             client,
@@ -129,7 +128,7 @@ impl RedisStore {
         StoreError::new(format!(
             "redis {}: {what}: {}",
             mask_password(&self.url),
-            mask_password(&e.to_string())
+            mask_text(&e.to_string())
         ))
     }
 
@@ -392,7 +391,7 @@ async fn subscribe_forever(
             }
             Ok(Err(error)) => tracing::debug!(
                 url = %shown_url,
-                error = %mask_password(&error.to_string()),
+                error = %mask_text(&error.to_string()),
                 "redis change feed: connect failed"
             ),
             Err(_) => tracing::debug!(url = %shown_url, "redis change feed: connect timed out"),

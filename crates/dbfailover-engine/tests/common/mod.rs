@@ -91,7 +91,11 @@ impl Actor for Collector {
 impl Handler<FailoverEvent> for Collector {
     type Result = ();
     fn handle(&mut self, msg: FailoverEvent, _ctx: &mut Context<Self>) {
-        self.0.lock().unwrap().push(msg);
+        // The snapshot every subscriber hears first is checked on its own (control.rs); the lists
+        // hold what happened.
+        if !matches!(msg.kind, dbfailover_core::EventKind::CurrentState { .. }) {
+            self.0.lock().unwrap().push(msg);
+        }
     }
 }
 
@@ -121,7 +125,7 @@ pub fn config() -> Config {
     config.failover.blocking = "blocking".into();
     config.health_check.interval = Schedule::Every(Duration::from_millis(100));
     config.health_check.timeout = Duration::from_millis(50);
-    config.health_check.fast_interval = Duration::from_millis(20);
+    config.health_check.fast_interval = Some(Duration::from_millis(20));
     config
 }
 
