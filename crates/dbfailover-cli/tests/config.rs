@@ -27,7 +27,7 @@ interval = "1s"
 #[test]
 fn each_kind_of_mistake_exits_2_with_one_line_naming_the_setting_and_its_value() {
     // (what is wrong, replace this, with that, words the message must hold)
-    let cases: [(&str, &str, &str, &[&str]); 9] = [
+    let cases: [(&str, &str, &str, &[&str]); 14] = [
         (
             "unknown key",
             "interval = \"1s\"",
@@ -79,6 +79,44 @@ fn each_kind_of_mistake_exits_2_with_one_line_naming_the_setting_and_its_value()
             "interval = \"1s\"",
             "interval = \"hourly\"",
             &["`health_check.interval`", "`hourly`"],
+        ),
+        (
+            "misspelled scheme",
+            "url = \"postgres://app:app-secret@127.0.0.1:5432/app\"",
+            "url = \"postgress://app:app-secret@127.0.0.1:5432/app\"",
+            &[
+                "`databases.main.url`",
+                "postgress://app:****@127.0.0.1:5432/app",
+                "no database this library knows",
+            ],
+        ),
+        (
+            "a database no driver speaks",
+            "url = \"postgres://app:app-secret@127.0.0.1:5432/app\"",
+            "url = \"mssql://app:app-secret@127.0.0.1:1433/app\"",
+            &["`databases.main.url`", "`mssql://`"],
+        ),
+        (
+            "empty state path",
+            "interval = \"1s\"",
+            "interval = \"1s\"\n[state]\nstore = \"file\"\npath = \"\"",
+            &["`state.path`", "needs a path"],
+        ),
+        (
+            "state path is a directory",
+            "interval = \"1s\"",
+            "interval = \"1s\"\n[state]\nstore = \"file\"\npath = \".\"",
+            &["`state.path`", "`.`", "is a directory"],
+        ),
+        (
+            "fast interval longer than the interval",
+            "interval = \"1s\"",
+            "interval = \"1s\"\nfast_interval = \"2s\"",
+            &[
+                "`health_check.fast_interval`",
+                "`2s`",
+                "at most health_check.interval",
+            ],
         ),
         (
             "not TOML",

@@ -32,10 +32,13 @@ async fn health_check_prints_the_seeds_lines_and_exits_0_even_with_a_database_do
     assert_eq!(
         lines,
         [
+            "Starting database health checks...",
+            "Performing health checks for configured primary and failover connections.",
             "Checking health of connection: main...",
             "Connection 'main' status: HEALTHY, Failures: 0",
             "Checking health of connection: standby...",
             "Connection 'standby' status: UNKNOWN, Failures: 1",
+            "Database health checks completed.",
         ],
         "{stdout}"
     );
@@ -136,5 +139,58 @@ async fn a_frozen_database_still_ends_the_command_shortly_after_the_timeout() {
     assert!(
         took >= Duration::from_secs(1) && took < Duration::from_secs(4),
         "took {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn fail_on_down_gives_monitoring_codes_for_what_the_checks_found() {
+    let mut main = DbServer::postgres("main").await;
+    let mut standby = DbServer::postgres("standby").await;
+    let (dir, _) = write_config(&config_text(&main.url(), &standby.url(), &[]));
+    let monitor = |args: &[&str]| {
+        let mut all = vec!["health-check", "--fail-on-down"];
+        all.extend_from_slice(args);
+        let (output, _) = run(dir.path(), &all, &[]);
+        let (stdout, stderr) = texts(&output);
+        let last = stdout.lines().last().unwrap_or_default().to_owned();
+        (code(&output), last, format!("{stdout}{stderr}"))
+    };
+
+    let (code_of, last, all) = monitor(&[]);
+    assert_eq!(code_of, Some(0), "{all}");
+    assert!(last.starts_with("OK: "), "{all}");
+
+    standby.kill9();
+    let (code_of, last, all) = monitor(&[]);
+    assert_eq!(
+        code_of,
+        Some(1),
+        "a failover down, writes still served: {all}"
+    );
+    assert!(last.starts_with("WARNING: standby degraded"), "{all}");
+    let (code_of, _, all) = monitor(&["main"]);
+    assert_eq!(code_of, Some(0), "only the primary asked for: {all}");
+    // Without the monitoring mode the seed's rule holds: it ran, so 0.
+    let (output, _) = run(dir.path(), &["health-check"], &[]);
+    assert_eq!(code(&output), Some(0));
+
+    main.kill9();
+    let (code_of, last, all) = monitor(&[]);
+    assert_eq!(code_of, Some(2), "no database for writes: {all}");
+    assert!(last.starts_with("CRITICAL: "), "{all}");
+
+    let (code_of, last, all) = monitor(&["nosuch"]);
+    assert_eq!(
+        code_of,
+        Some(3),
+        "an unknown name could not be checked: {all}"
+    );
+    assert!(last.starts_with("UNKNOWN: "), "{all}");
+    std::fs::write(dir.path().join("dbfailover.toml"), "[failover\n").unwrap();
+    let (code_of, _, all) = monitor(&[]);
+    assert_eq!(
+        code_of,
+        Some(3),
+        "a bad configuration could not be checked: {all}"
     );
 }

@@ -121,8 +121,21 @@ async fn watch_prints_human_lines_and_stops_on_sigint() {
         line.contains("connection_name=\"main\"") || line.contains("connection_name=\"standby\""),
         "{line}"
     );
+    // A hangup (a closed terminal, an operator expecting a reload) is said, and the watch goes on.
+    let hangup = std::process::Command::new("kill")
+        .args(["-HUP", &watch.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hangup.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        watch.child.try_wait().unwrap().is_none(),
+        "SIGHUP stopped the watch"
+    );
     let (code, _) = watch.stop("INT", Duration::from_secs(5));
-    assert_eq!(code, Some(0), "{}", watch.stderr());
+    let stderr = watch.stderr();
+    assert!(stderr.contains("SIGHUP ignored"), "{stderr}");
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(
         watch.seen.iter().any(|l| l == "stopped (SIGINT)"),
         "{:?}",

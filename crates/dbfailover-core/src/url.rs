@@ -211,8 +211,15 @@ impl Redactor {
                 percent_encoding::utf8_percent_encode(&form, percent_encoding::NON_ALPHANUMERIC)
                     .to_string();
             let json = json_escaped(&form);
-            let debug = form.escape_debug().to_string();
-            for needle in [form.clone(), encoded, json, debug] {
+            let escaped = form.escape_debug().to_string();
+            // `{:?}` escapes more than `escape_debug` (combining marks anywhere, not only first).
+            let quoted = format!("{form:?}");
+            let debug = quoted
+                .strip_prefix('"')
+                .and_then(|q| q.strip_suffix('"'))
+                .unwrap_or(&quoted)
+                .to_owned();
+            for needle in [form.clone(), encoded, json, escaped, debug] {
                 if needle.chars().count() >= Self::MIN_SECRET && !self.needles.contains(&needle) {
                     self.needles.push(needle);
                 }
