@@ -6,6 +6,8 @@
 //! Nothing listens at the URLs' addresses, so each database check and store call fails and its error
 //! is printed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{run, write_config};
