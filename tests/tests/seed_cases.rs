@@ -212,7 +212,7 @@ async fn state_a_restarted_engine_resumes_from_the_store() {
 #[actix_rt::test]
 async fn manager_nothing_known_yet_routes_to_primary() {
     let bed = bed(false, false).await;
-    let active = bed.engine.get_active_connection().await.unwrap();
+    let active = bed.engine.active_connection().await.unwrap();
     assert_eq!(
         (active.role, active.name.as_str()),
         (ActiveRole::Primary, "mysql")

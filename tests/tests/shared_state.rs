@@ -198,7 +198,7 @@ async fn failover_through_a_store_outage(kind: CacheKind, outage: Outage) {
             "{:?}",
             m.events.names()
         );
-        let active = m.engine.get_active_connection().await.unwrap();
+        let active = m.engine.active_connection().await.unwrap();
         assert_eq!(
             active.role,
             ActiveRole::Failover,

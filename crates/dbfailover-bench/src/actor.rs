@@ -42,7 +42,7 @@ pub(crate) fn run(calls: usize) -> Result<(), String> {
                 tasks.push(tokio::spawn(async move {
                     let mut ok = 0usize;
                     for _ in 0..per_caller {
-                        if engine.get_active_connection().await.is_ok() {
+                        if engine.active_connection().await.is_ok() {
                             ok += 1;
                         }
                     }
@@ -71,6 +71,6 @@ pub(crate) fn run(calls: usize) -> Result<(), String> {
         "\nlock-free read of the active connection (active_snapshot): {:.1} ns per read ({epochs})",
         per_read * 1e9
     );
-    engine.shutdown();
+    runtime.block_on(engine.shutdown());
     Ok(())
 }

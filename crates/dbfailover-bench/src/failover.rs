@@ -245,7 +245,7 @@ impl Client {
     async fn close(&self) {
         match &self.pools {
             Pools::RoutedPg(routed, engine) => {
-                engine.shutdown();
+                engine.clone().shutdown().await;
                 for node in 0..2 {
                     if let Some(pool) = routed.pool_of(node) {
                         pool.close().await;
@@ -253,7 +253,7 @@ impl Client {
                 }
             }
             Pools::RoutedMy(routed, engine) => {
-                engine.shutdown();
+                engine.clone().shutdown().await;
                 for node in 0..2 {
                     if let Some(pool) = routed.pool_of(node) {
                         pool.close().await;

@@ -71,7 +71,7 @@ pub(crate) fn run(rounds: usize, per_round: usize) -> Result<(), String> {
         println!("| plain sqlx pool | {p:.1} µs |");
         println!("| routed pool (`with_connection`) | {r:.1} µs |");
         println!("| overhead | {:+.1} % |", (r - p) / p * 100.0);
-        engine.shutdown();
+        engine.shutdown().await;
         Ok(())
     })
 }

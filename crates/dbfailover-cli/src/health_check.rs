@@ -174,7 +174,7 @@ async fn check(
     if args.dispatch_events {
         // Events are delivered after the state is recorded: one round trip to the router, then a
         // moment for the printer's mailbox.
-        let _ = handle.get_active_connection().await;
+        let _ = handle.active_connection().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     engine::settle(&handle).await;

@@ -40,7 +40,7 @@ pub(crate) async fn run(source: &ConfigSource, args: StatusArgs) -> Result<(), C
         .await
         .map_err(|error| CliError::Failed(error.to_string()))?;
     let active = handle
-        .get_active_connection()
+        .active_connection()
         .await
         .map_err(|error| CliError::Failed(error.to_string()))?;
     let connections: Vec<ConnectionJson> = reports.iter().map(ConnectionJson::from).collect();

@@ -16,26 +16,32 @@
 //! - [`metrics`]: the metrics the engine records through the `metrics` facade.
 //! - `contain` (private): runs a probe or a store call in a task of its own, bounded by a timeout, a
 //!   panic turned into an outcome; the one mechanism behind "a probe or a store never stops the engine".
-//! - [`system`]: [`FailoverSystem`] wires and starts the actors; [`FailoverHandle`] is what services keep.
+//! - `builder` (private): [`FailoverSystemBuilder`] validates, [`FailoverSystem`] wires and starts the
+//!   actors, on the caller's actix arbiter or on a thread of its own.
+//! - `handle` (private): [`FailoverHandle`], what services keep; the last one dropped stops the engine
+//!   (and its thread), [`FailoverHandle::shutdown`] stops it and waits.
+//! - `stream` (private): [`EventStream`], the events without an actor.
 //!
 //! `docs/architecture.md` at the repository's top draws the actors and their messages.
 
+mod builder;
 mod contain;
 pub mod error;
+mod handle;
 pub mod messages;
 pub mod metrics;
 pub mod probe;
 pub mod router;
 pub mod state;
 pub mod store;
-pub mod system;
+mod stream;
 
+pub use builder::{DEFAULT_STORE_TIMEOUT, FailoverSystem, FailoverSystemBuilder};
 pub use error::{BuildError, EngineError, ProbeError, StoreError};
+pub use handle::{FailoverHandle, REQUEST_TIMEOUT};
 pub use messages::{ConnectionReport, GetActiveConnection, SubscriptionId};
 pub use probe::{FnProbe, Probe, ProbeActor, ProbeFuture, ProbeReport};
 pub use router::{ActiveSnapshot, ReadSnapshot, RouterActor, SharedActive};
 pub use state::StateActor;
 pub use store::{MemoryStore, StateStore, StoreFuture};
-pub use system::{
-    EventStream, EventStreamError, FailoverHandle, FailoverSystem, FailoverSystemBuilder,
-};
+pub use stream::{EventStream, EventStreamError};

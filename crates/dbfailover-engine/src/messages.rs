@@ -167,3 +167,9 @@ pub struct LiftFence(pub String);
 #[derive(Debug, Message)]
 #[rtype(result = "(FailoverEvent, tokio::sync::broadcast::Receiver<FailoverEvent>)")]
 pub struct SubscribeStream;
+
+/// The handle -> every actor: stop now (the last handle was dropped, or `shutdown` was called).
+/// The actors hold each other's addresses, so none stops on its own.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub(crate) struct Stop;

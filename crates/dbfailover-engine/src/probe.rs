@@ -361,14 +361,6 @@ impl Actor for ProbeActor {
     }
 }
 
-impl Supervised for ProbeActor {
-    fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        tracing::warn!(connection = %self.settings.connection, "probe actor restarted by its supervisor");
-        self.in_flight = 0;
-        self.next = None;
-    }
-}
-
 impl Handler<CheckNow> for ProbeActor {
     type Result = ();
 
@@ -393,5 +385,13 @@ impl Handler<RunCheck> for ProbeActor {
         self.waiting_next.push(tx);
         self.check_soon(ctx);
         Box::pin(async move { rx.await.ok().flatten() })
+    }
+}
+
+impl Handler<crate::messages::Stop> for ProbeActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: crate::messages::Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }

@@ -589,3 +589,11 @@ impl Handler<ApplyForce> for RouterActor {
         }
     }
 }
+
+impl Handler<crate::messages::Stop> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: crate::messages::Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

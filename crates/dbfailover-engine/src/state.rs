@@ -39,6 +39,9 @@ pub struct StateActor {
     /// A store operation is running.
     running: bool,
     timer: Option<SpawnHandle>,
+    /// The task forwarding the store's change feed; aborted when the actor stops, which drops the
+    /// feed's receiver (a store's subscriber task ends when nobody listens).
+    feed_task: Option<tokio::task::AbortHandle>,
 }
 
 fn now() -> Now {
@@ -103,6 +106,7 @@ impl StateActor {
             force_waiters: Vec::new(),
             running: false,
             timer: None,
+            feed_task: None,
         }
     }
 
@@ -286,16 +290,24 @@ impl StateActor {
 impl Actor for StateActor {
     type Context = Context<Self>;
 
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.end_feed();
+        tracing::debug!("state actor stopped");
+    }
+
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Resume from the store (a restarted engine, or other instances' knowledge); an unavailable
         // store leaves every connection UNKNOWN, as before the first check.
         match self.store.changes() {
             Some(mut feed) => {
-                let addr = ctx.address();
-                actix::spawn(async move {
+                // A weak address: the forwarder must not keep the actor alive.
+                let weak = ctx.address().downgrade();
+                let task = actix::spawn(async move {
                     use tokio::sync::broadcast::error::RecvError;
-                    while addr.connected() {
-                        match feed.recv().await {
+                    loop {
+                        let received = feed.recv().await;
+                        let Some(addr) = weak.upgrade() else { break };
+                        match received {
                             Ok(notice) => addr.do_send(StoreChanged::Notice(notice)),
                             // Some notices were missed: read everything again.
                             Err(RecvError::Lagged(_)) => {
@@ -309,6 +321,7 @@ impl Actor for StateActor {
                         }
                     }
                 });
+                self.feed_task = Some(task.abort_handle());
                 // A change feed can die silently (a half-open connection): read now and then regardless.
                 let safety = (self.poll_interval * 10).min(Duration::from_secs(10));
                 ctx.run_interval(safety, |act, ctx| {
@@ -330,6 +343,15 @@ impl Actor for StateActor {
     }
 }
 
+impl StateActor {
+    /// Ends the change-feed forwarder with the actor.
+    fn end_feed(&mut self) {
+        if let Some(task) = self.feed_task.take() {
+            task.abort();
+        }
+    }
+}
+
 impl Handler<StoreChanged> for StateActor {
     type Result = ();
 
@@ -344,12 +366,6 @@ impl Handler<StoreChanged> for StateActor {
             }
         }
         self.drive(ctx);
-    }
-}
-
-impl Supervised for StateActor {
-    fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        tracing::warn!("state actor restarted by its supervisor");
     }
 }
 
@@ -412,5 +428,13 @@ impl Handler<GetConnectionStates> for StateActor {
                 })
                 .collect(),
         )
+    }
+}
+
+impl Handler<crate::messages::Stop> for StateActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: crate::messages::Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }

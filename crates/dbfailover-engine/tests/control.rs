@@ -108,7 +108,7 @@ async fn disabled_means_no_probes_and_always_the_primary() {
     let handle = common::start(config, primary.clone(), failover.clone());
     sleep_ms(2000).await;
     assert_eq!(primary.calls() + failover.calls(), 0);
-    let active = handle.get_active_connection().await.unwrap();
+    let active = handle.active_connection().await.unwrap();
     assert_eq!(
         (active.role, active.name.as_str()),
         (ActiveRole::Primary, "main")

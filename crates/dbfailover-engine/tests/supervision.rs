@@ -185,7 +185,7 @@ async fn a_hung_store_never_blocks_routing() {
     primary.set(Mode::Refuse);
     sleep_ms(500).await;
     assert_eq!(
-        handle.get_active_connection().await.unwrap().role,
+        handle.active_connection().await.unwrap().role,
         ActiveRole::Failover
     );
 }

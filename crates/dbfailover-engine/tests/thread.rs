@@ -22,7 +22,7 @@ async fn a_tokio_service_drives_an_engine_on_its_own_thread() {
     fn assert_send_sync<T: Send + Sync + Clone>(_: &T) {}
     assert_send_sync(&handle);
 
-    let active = handle.get_active_connection().await.unwrap();
+    let active = handle.active_connection().await.unwrap();
     assert_eq!(active.role, ActiveRole::Primary);
     primary.set(Mode::Refuse);
     let other = handle.clone();
@@ -39,10 +39,10 @@ async fn a_tokio_service_drives_an_engine_on_its_own_thread() {
         switched.await.unwrap(),
         "switched within 2 s (3 checks at 100 ms)"
     );
-    assert_eq!(handle.get_active_connection().await.unwrap().epoch, 1);
-    handle.shutdown();
+    assert_eq!(handle.active_connection().await.unwrap().epoch, 1);
+    assert!(handle.clone().shutdown().await, "stopped in time");
     assert!(
-        handle.get_active_connection().await.is_err(),
+        handle.active_connection().await.is_err(),
         "stopped engines answer an error, not a hang"
     );
 }

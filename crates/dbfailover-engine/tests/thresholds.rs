@@ -17,7 +17,7 @@ async fn primary_down_after_threshold_then_failover_then_restored_after_recovery
     let events = common::listen(&handle).await;
 
     sleep_ms(250).await;
-    let active = handle.get_active_connection().await.unwrap();
+    let active = handle.active_connection().await.unwrap();
     assert_eq!(
         (active.role, active.name.as_str(), active.epoch),
         (ActiveRole::Primary, "main", 0)
@@ -46,7 +46,7 @@ async fn primary_down_after_threshold_then_failover_then_restored_after_recovery
         "{:?}",
         started.elapsed()
     );
-    let active = handle.get_active_connection().await.unwrap();
+    let active = handle.active_connection().await.unwrap();
     assert_eq!(
         (active.role, active.name.as_str(), active.epoch),
         (ActiveRole::Failover, "standby", 1)
@@ -93,7 +93,7 @@ async fn the_seeds_full_cycle_through_limited_mode() {
 
     failover.set(Mode::Refuse);
     sleep_ms(500).await;
-    let active = handle.get_active_connection().await.unwrap();
+    let active = handle.active_connection().await.unwrap();
     assert_eq!(
         (active.role, active.name.as_str()),
         (ActiveRole::Blocking, "blocking")

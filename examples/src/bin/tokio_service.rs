@@ -98,6 +98,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    engine.shutdown();
+    engine.shutdown().await;
     Ok(())
 }
