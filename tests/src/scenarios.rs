@@ -8,7 +8,7 @@
 use crate::events::Events;
 use crate::server::{DbServer, Kind};
 use dbfailover::engine::ActiveSnapshot;
-use dbfailover::sqlx::sqlx::{self, MySql, Postgres};
+use dbfailover::sqlx::{self, MySql, Postgres};
 use dbfailover::{
     ActiveRole, Config, ConnectionStatus, FailoverHandle, RoutedError, RoutedPool, Schedule,
 };

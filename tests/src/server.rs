@@ -12,10 +12,10 @@
 //! same faults reach them.
 
 use dbfailover::DatabaseUrl;
-use dbfailover::sqlx::sqlx::mysql::MySqlConnectOptions;
-use dbfailover::sqlx::sqlx::postgres::PgConnectOptions;
-use dbfailover::sqlx::sqlx::{self, ConnectOptions, Connection};
-use dbfailover::sqlx::sqlx::{Column, Row};
+use dbfailover::sqlx::mysql::MySqlConnectOptions;
+use dbfailover::sqlx::postgres::PgConnectOptions;
+use dbfailover::sqlx::{self, ConnectOptions, Connection};
+use dbfailover::sqlx::{Column, Row};
 use std::collections::{BTreeMap, HashSet};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;

@@ -1,8 +1,8 @@
 //! SQLite database files for tests: each knows its own name, and can be made unavailable for real.
 
 use dbfailover::DatabaseUrl;
-use dbfailover::sqlx::sqlx::sqlite::SqliteConnectOptions;
-use dbfailover::sqlx::sqlx::{self, ConnectOptions, Connection};
+use dbfailover::sqlx::sqlite::SqliteConnectOptions;
+use dbfailover::sqlx::{self, ConnectOptions, Connection};
 use std::path::{Path, PathBuf};
 
 /// A SQLite database file whose table `whoami` holds its name, so a query tells which database served it.

@@ -4,9 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use dbfailover::sqlx::sqlx::mysql::MySqlConnectOptions;
-use dbfailover::sqlx::sqlx::postgres::PgConnectOptions;
-use dbfailover::sqlx::sqlx::{self, ConnectOptions};
+use dbfailover::sqlx::mysql::MySqlConnectOptions;
+use dbfailover::sqlx::postgres::PgConnectOptions;
+use dbfailover::sqlx::{self, ConnectOptions};
 use dbfailover_tests::server::{DbServer, Kind};
 use std::time::{Duration, Instant};
 

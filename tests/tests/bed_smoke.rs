@@ -33,7 +33,7 @@ async fn data_survives_kill9() {
         server.start().await;
         let n = match kind {
             Kind::Postgres => {
-                use dbfailover::sqlx::sqlx::{self, ConnectOptions};
+                use dbfailover::sqlx::{self, ConnectOptions};
                 let opts: sqlx::postgres::PgConnectOptions = server.url().expose().parse().unwrap();
                 let mut conn = opts.connect().await.unwrap();
                 sqlx::query_scalar::<_, i64>("SELECT count(*) FROM whoami")
@@ -53,9 +53,9 @@ async fn data_survives_kill9() {
 
 // Fault injection, checked as a user of the server would notice it.
 
-use dbfailover::sqlx::sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
-use dbfailover::sqlx::sqlx::postgres::{PgConnectOptions, PgConnection};
-use dbfailover::sqlx::sqlx::{self as sqlx_crate, ConnectOptions};
+use dbfailover::sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
+use dbfailover::sqlx::postgres::{PgConnectOptions, PgConnection};
+use dbfailover::sqlx::{self as sqlx_crate, ConnectOptions};
 use dbfailover_tests::cache::{CacheKind, CacheServer, REDIS_PASSWORD};
 use dbfailover_tests::server::process_tree;
 use std::io::{Read, Write};

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use dbfailover::sqlx::sqlx;
+use dbfailover::sqlx;
 use dbfailover::{ActiveRole, RetryPolicy, RoutedError};
 use dbfailover_tests::scenarios::{Harness, Routed};
 use dbfailover_tests::server::Kind;

@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use dbfailover::engine::Probe;
-use dbfailover::sqlx::sqlx::{self, Sqlite};
-use dbfailover::sqlx::{SqlxProbe, is_connection_error};
+use dbfailover::pool::{SqlxProbe, is_connection_error};
+use dbfailover::sqlx::{self, Sqlite};
 use dbfailover::{ActiveRole, Config, RoutedError, RoutedPool, Schedule};
 use dbfailover_tests::events::Events;
 use dbfailover_tests::sqlite::SqliteDb;

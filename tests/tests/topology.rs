@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use dbfailover::core::config::Failovers;
-use dbfailover::sqlx::sqlx::{self, ConnectOptions, MySql, Postgres};
+use dbfailover::sqlx::{self, ConnectOptions, MySql, Postgres};
 use dbfailover::{ActiveRole, Config, RoutedPool};
 use dbfailover_tests::events::Events;
 use dbfailover_tests::server::{DbServer, Kind};
@@ -361,7 +361,7 @@ async fn postgres_reads_go_to_replicas_under_the_lag_bound_and_go_on_with_no_wri
     assert!([replica1.port(), replica2.port()].contains(&port));
     // The retry helper on the read route reads too.
     let policy = dbfailover::RetryPolicy {
-        purpose: dbfailover::sqlx::Use::Reads,
+        purpose: dbfailover::Use::Reads,
         ..dbfailover::RetryPolicy::reads()
     };
     let retried: i64 = routed

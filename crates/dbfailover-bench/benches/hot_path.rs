@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use dbfailover::engine::{FnProbe, ProbeReport};
-use dbfailover::sqlx::sqlx::Postgres;
+use dbfailover::sqlx::Postgres;
 use dbfailover::{Config, DatabaseUrl, FailoverHandle, FailoverSystem, ProbeError, RoutedPool};
 use divan::Bencher;
 use std::sync::OnceLock;

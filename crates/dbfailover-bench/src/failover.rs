@@ -13,11 +13,9 @@
 //! answer from the failover) **outlived** it.
 
 use crate::plot;
-use dbfailover::sqlx::sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
-use dbfailover::sqlx::sqlx::postgres::PgPoolOptions;
-use dbfailover::sqlx::sqlx::{
-    self, ConnectOptions, Connection, MySql, MySqlPool, PgPool, Postgres,
-};
+use dbfailover::sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use dbfailover::sqlx::postgres::PgPoolOptions;
+use dbfailover::sqlx::{self, ConnectOptions, Connection, MySql, MySqlPool, PgPool, Postgres};
 use dbfailover::{Config, FailoverHandle, RetryPolicy, RoutedError, RoutedPool, Schedule};
 use dbfailover_tests::server::DbServer;
 use serde::Serialize;

@@ -2,8 +2,8 @@
 //! the same server, in interleaved rounds (so drift on a shared machine hits both alike), each round a
 //! loop of queries inside one task.
 
-use dbfailover::sqlx::sqlx::postgres::PgPoolOptions;
-use dbfailover::sqlx::sqlx::{self, Postgres};
+use dbfailover::sqlx::postgres::PgPoolOptions;
+use dbfailover::sqlx::{self, Postgres};
 use dbfailover::{Config, RoutedPool};
 use dbfailover_tests::server::DbServer;
 use std::time::Instant;

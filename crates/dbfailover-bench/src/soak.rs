@@ -3,7 +3,7 @@
 
 use actix::prelude::*;
 use dbfailover::engine::{FnProbe, ProbeReport};
-use dbfailover::sqlx::sqlx::{self, Postgres};
+use dbfailover::sqlx::{self, Postgres};
 use dbfailover::{
     Config, DatabaseUrl, FailoverEvent, FailoverSystem, ProbeError, RoutedPool, Schedule,
 };

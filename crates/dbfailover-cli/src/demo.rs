@@ -2,8 +2,8 @@
 //! and real failures: the database files are moved away, so the probes' connects fail.
 
 use actix::prelude::*;
-use dbfailover::sqlx::sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use dbfailover::sqlx::sqlx::{self, ConnectOptions, Connection, Sqlite};
+use dbfailover::sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use dbfailover::sqlx::{self, ConnectOptions, Connection, Sqlite};
 use dbfailover::{
     ActiveRole, Config, DatabaseSettings, DatabaseUrl, FailoverEvent, FailoverHandle, RoutedError,
     RoutedPool, Schedule,

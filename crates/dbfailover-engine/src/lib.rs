@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 //!
 //! ## Layout
 //! - [`probe`]: the [`Probe`] trait a driver implements, and the [`ProbeActor`] (one per monitored
@@ -25,14 +26,17 @@
 //! `docs/architecture.md` at the repository's top draws the actors and their messages.
 
 mod builder;
+/// The actix crate the actors run on (subscribe an actor of your own with the same version).
+pub use actix;
+
 mod contain;
 pub mod error;
 mod handle;
-pub mod messages;
+mod messages;
 pub mod metrics;
-pub mod probe;
-pub mod router;
-pub mod state;
+mod probe;
+mod router;
+mod state;
 pub mod store;
 mod stream;
 
@@ -40,8 +44,7 @@ pub use builder::{DEFAULT_STORE_TIMEOUT, FailoverSystem, FailoverSystemBuilder};
 pub use error::{BuildError, EngineError, ProbeError, StoreError};
 pub use handle::{FailoverHandle, REQUEST_TIMEOUT};
 pub use messages::{ConnectionReport, GetActiveConnection, SubscriptionId};
-pub use probe::{FnProbe, Probe, ProbeActor, ProbeFuture, ProbeReport};
+pub use probe::{FnProbe, Probe, ProbeFuture, ProbeReport};
 pub use router::{ActiveSnapshot, ReadSnapshot, RouterActor, SharedActive};
-pub use state::StateActor;
 pub use store::{MemoryStore, StateStore, StoreFuture};
 pub use stream::{EventStream, EventStreamError};

@@ -13,7 +13,7 @@ use std::sync::Arc;
 /// The state actor answers with the connection's status after recording it.
 #[derive(Debug, Message)]
 #[rtype(result = "ConnectionStatus")]
-pub struct ProbeCompleted {
+pub(crate) struct ProbeCompleted {
     /// The connection's name.
     pub connection: Arc<str>,
     /// What the check found.
@@ -28,7 +28,7 @@ pub struct ProbeCompleted {
 /// (a success, or DOWN): this is how a reported query failure or an unchecked failover is confirmed quickly.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
-pub struct CheckNow {
+pub(crate) struct CheckNow {
     /// Keep checking at the fast interval until decided.
     pub confirm: bool,
 }
@@ -37,7 +37,7 @@ pub struct CheckNow {
 /// answer the connection's status once that check has been recorded.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Option<ConnectionStatus>")]
-pub struct RunCheck;
+pub(crate) struct RunCheck;
 
 /// `StateActor` -> `RouterActor`: a connection's state after a check or a forced change.
 #[derive(Debug, Message)]
@@ -60,7 +60,7 @@ pub struct StatusChanged {
 /// A store's change feed -> `StateActor`: records other instances wrote, or the feed's end.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub enum StoreChanged {
+pub(crate) enum StoreChanged {
     /// What the store pushed.
     Notice(dbfailover_core::record::Notice),
     /// The change feed ended: poll from now on.
@@ -77,7 +77,7 @@ pub struct Publish(pub FailoverEvent);
 /// or local while the store is away); `None` if it could not be.
 #[derive(Debug, Message)]
 #[rtype(result = "Option<Preference>")]
-pub struct ShareForce {
+pub(crate) struct ShareForce {
     /// The preference to set.
     pub preference: Preference,
     /// The connection it forces to (marked HEALTHY).
@@ -97,7 +97,7 @@ pub struct ApplyForce {
 /// handle -> `StateActor`: every monitored connection's state, primary and failover first.
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<ConnectionReport>")]
-pub struct GetConnectionStates;
+pub(crate) struct GetConnectionStates;
 
 /// One connection's state, as [`GetConnectionStates`] answers it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -149,7 +149,7 @@ pub(crate) struct SetProbes {
 /// timelines), to merge into the shared fleet record.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct ShareTopology(pub dbfailover_core::topology::TopologyRecord);
+pub(crate) struct ShareTopology(pub dbfailover_core::topology::TopologyRecord);
 
 /// `StateActor` -> `RouterActor`: the fleet's topology decisions, learned from the shared store.
 #[derive(Debug, Message)]

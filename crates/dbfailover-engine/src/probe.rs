@@ -57,7 +57,7 @@ where
 }
 
 /// Runs one check bounded by `timeout`, containing a panicking probe, and turns the answer into a result.
-pub async fn run_check(
+pub(crate) async fn run_check(
     connection: &str,
     probe: Arc<dyn Probe>,
     timeout: Duration,
@@ -95,7 +95,7 @@ pub async fn run_check(
 
 /// How a [`ProbeActor`] checks its connection.
 #[derive(Clone)]
-pub struct ProbeSettings {
+pub(crate) struct ProbeSettings {
     /// The connection's name.
     pub connection: Arc<str>,
     /// Bound on one check.
@@ -113,7 +113,7 @@ pub struct ProbeSettings {
 }
 
 /// The pause before a confirming check that follows a refusal (a failure that was not a timeout).
-pub const REFUSAL_RECHECK: Duration = Duration::from_millis(5);
+pub(crate) const REFUSAL_RECHECK: Duration = Duration::from_millis(5);
 
 /// Checks one connection on its schedule and reports each result to the `StateActor`, as it completes.
 /// After a [`CheckNow`] with `confirm` (or a failed check), checks at the fast interval until the
@@ -123,7 +123,7 @@ pub const REFUSAL_RECHECK: Duration = Duration::from_millis(5);
 /// run for `fast_interval` without an answer (a hang is suspected), another starts beside it, up to
 /// the failure threshold's checks at once, `fast_interval` apart. Each result counts as one check, in
 /// the order results arrive; a success ends the overlapping.
-pub struct ProbeActor {
+pub(crate) struct ProbeActor {
     settings: ProbeSettings,
     probe: Arc<dyn Probe>,
     results: Recipient<ProbeCompleted>,
@@ -156,7 +156,7 @@ pub struct ProbeActor {
 
 impl ProbeActor {
     /// A probe actor reporting to `results`.
-    pub fn new(
+    pub(crate) fn new(
         settings: ProbeSettings,
         probe: Arc<dyn Probe>,
         results: Recipient<ProbeCompleted>,

@@ -71,10 +71,6 @@ pub struct ReadSnapshot {
 /// The low byte of the word: the active node, or this for limited functionality mode.
 const BLOCKING: u64 = 0xff;
 
-/// The most nodes routing can use (the primary and the failovers): one byte of the word, less the
-/// blocking marker.
-pub const MAX_NODES: usize = 255;
-
 impl SharedActive {
     /// Reads the current decision.
     #[inline]
@@ -177,23 +173,9 @@ pub struct RouterActor {
 }
 
 impl RouterActor {
-    /// A router on the primary, epoch 0. With `enabled = false` it never leaves the primary.
-    pub fn new(names: RoleNames, enabled: bool, shared: Arc<SharedActive>) -> Self {
-        Self::with_failback(names, enabled, Failback::Auto, shared)
-    }
-
-    /// [`RouterActor::new`] with the given failback.
-    pub fn with_failback(
-        names: RoleNames,
-        enabled: bool,
-        failback: Failback,
-        shared: Arc<SharedActive>,
-    ) -> Self {
-        Self::with_topology(names, enabled, failback, true, shared)
-    }
-
-    /// A router with the given failback, fencing on or off.
-    pub fn with_topology(
+    /// A router on the primary, epoch 0, with the given failback, fencing on or off. With
+    /// `enabled = false` it never leaves the primary.
+    pub(crate) fn with_topology(
         names: RoleNames,
         enabled: bool,
         failback: Failback,
@@ -223,7 +205,7 @@ impl RouterActor {
     }
 
     /// Reads go to a replica only while its replication lag is at most `max_lag`.
-    pub fn with_max_replication_lag(mut self, max_lag: std::time::Duration) -> Self {
+    pub(crate) fn with_max_replication_lag(mut self, max_lag: std::time::Duration) -> Self {
         self.max_replication_lag = max_lag;
         self
     }

@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 /// its own bounded by the store timeout: a hung, failing or panicking store is an outage, never a stuck
 /// actor. Other instances' writes arrive through the store's change feed (or a poll at the check
 /// interval, and a slower safety poll beside a feed).
-pub struct StateActor {
+pub(crate) struct StateActor {
     replica: Replica,
     store: Arc<dyn StateStore>,
     store_timeout: Duration,
@@ -87,7 +87,7 @@ fn random_instance() -> u64 {
 impl StateActor {
     /// A state actor for `connections` (name and role), starting UNKNOWN, sharing state through `store`.
     /// Without a change feed from the store, other instances' writes are polled every `poll_interval`.
-    pub fn new(
+    pub(crate) fn new(
         connections: Vec<(Arc<str>, Role)>,
         thresholds: Thresholds,
         store: Arc<dyn StateStore>,
@@ -112,7 +112,7 @@ impl StateActor {
 
     /// Shared records live `ttl` in the store: the fleet record's decisions (a forced switch, fences)
     /// are rewritten every third of it, so that they outlive it.
-    pub fn with_record_ttl(mut self, ttl: Duration) -> Self {
+    pub(crate) fn with_record_ttl(mut self, ttl: Duration) -> Self {
         self.replica.set_fleet_refresh(ttl / 3);
         self
     }

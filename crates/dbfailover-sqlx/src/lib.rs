@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 //!
 //! ## Layout
 //! - [`probe`]: [`SqlxProbe`], the health check of one database (SQLite, PostgreSQL, MySQL/MariaDB by

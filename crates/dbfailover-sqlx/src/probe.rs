@@ -3,6 +3,11 @@
 //! Every check opens a new connection (what failing over needs to know is whether a new connection can be
 //! made), bounds connect and query together by the timeout, and asks the server to stop the query at the
 //! timeout too, so nothing the probe gave up on keeps running there.
+// Built without a driver feature, every scheme is refused at setup and the check code is unused.
+#![cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres", feature = "mysql")),
+    allow(unused, unreachable_code)
+)]
 
 use crate::error::ProbeSetupError;
 use dbfailover_core::url::Redactor;
@@ -55,6 +60,9 @@ enum Target {
     Postgres(sqlx::postgres::PgConnectOptions),
     #[cfg(feature = "mysql")]
     MySql(sqlx::mysql::MySqlConnectOptions),
+    /// Without a driver feature no target can be made (every scheme is refused at setup).
+    #[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
+    Nothing(std::convert::Infallible),
 }
 
 impl SqlxProbe {
@@ -129,6 +137,8 @@ impl SqlxProbe {
                 }
                 #[cfg(feature = "mysql")]
                 Target::MySql(options) => check_mysql(options, &self.query, timeout, self).await,
+                #[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
+                Target::Nothing(never) => match *never {},
             }
         };
         match tokio::time::timeout(timeout, work).await {

@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 //!
 //! ## Layout
 //! - [`keys`]: the key layout: one key per record (`{prefix}_conn_state_{name}`, `{prefix}_fleet`),

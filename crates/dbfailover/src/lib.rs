@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 //!
 //! ## Layout
 //! - [`core`]: the pure state machine: configuration, `ConnectionStatus`, health tracker, routing
@@ -7,7 +8,9 @@
 //!   builder and the `FailoverHandle` services keep.
 //! - [`store`]: the state stores (memory; file, Redis and memcached by feature) and
 //!   `store::from_settings`, which builds the one the `[state]` settings name.
-//! - [`sqlx`] (features `sqlite`, `postgres`, `mysql`): the sqlx probes and the `RoutedPool`.
+//! - [`pool`] (features `sqlite`, `postgres`, `mysql`): the sqlx probes and the `RoutedPool`;
+//!   [`sqlx`] is the `sqlx` crate they are built with.
+//! - [`actix`]: the actix crate the actors run on.
 //!
 //! The most used items are re-exported at the top.
 
@@ -26,14 +29,35 @@ pub use dbfailover_engine::{
     StateStore, SubscriptionId,
 };
 
-/// The sqlx side: probes and the routed pool (with the `sqlite`, `postgres` or `mysql` feature).
+/// The `sqlx` crate, at the version the probes and the routed pool are built with: name its types
+/// through here (`dbfailover::sqlx::Postgres`, `dbfailover::sqlx::query`) and they always match.
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-pub mod sqlx {
-    pub use dbfailover_sqlx::*;
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql")))
+)]
+pub use dbfailover_sqlx::sqlx;
+
+/// The sqlx side of dbfailover: the probes, the routed pool and their helpers (with the `sqlite`,
+/// `postgres` or `mysql` feature). The most used items are also at the top.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql")))
+)]
+pub mod pool {
+    pub use dbfailover_sqlx::{
+        ProbeSetupError, RetryPolicy, Route, RoutedConnection, RoutedError, RoutedPool, SqlxProbe,
+        Use, close_idle, is_connection_error, with_probes,
+    };
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-pub use dbfailover_sqlx::{RetryPolicy, RoutedError, RoutedPool};
+pub use dbfailover_sqlx::{RetryPolicy, RoutedConnection, RoutedError, RoutedPool, Use};
+
+/// The actix crate the engine's actors run on, for services that subscribe an actor of their own
+/// ([`FailoverHandle::subscribe`]) or start one on the engine's arbiter.
+pub use dbfailover_engine::actix;
 
 /// An engine builder for the whole of `config`: a sqlx probe for every configured database, and the
 /// state store `[state]` names (memory, file, Redis, memcached; connected lazily), bounded by
@@ -42,6 +66,10 @@ pub use dbfailover_sqlx::{RetryPolicy, RoutedError, RoutedPool};
 /// Change more settings on the builder if needed, then `build()` and `start()` (inside an actix
 /// `System`) or `start_in_thread()` (anywhere).
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql")))
+)]
 pub fn builder(config: Config) -> Result<FailoverSystemBuilder, SetupError> {
     let store = dbfailover_store::from_settings(&config.state)?;
     let store_timeout = config.state.timeout;
@@ -52,6 +80,10 @@ pub fn builder(config: Config) -> Result<FailoverSystemBuilder, SetupError> {
 
 /// A configuration [`builder`] cannot set up.
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql")))
+)]
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SetupError {

@@ -10,7 +10,7 @@
 
 use actix::Actor;
 use actix_web::{App, HttpResponse, HttpServer, web};
-use dbfailover::sqlx::sqlx::{self, Postgres};
+use dbfailover::sqlx::{self, Postgres};
 use dbfailover::{RoutedError, RoutedPool};
 use dbfailover_examples::{EventLog, config_from_env, error_body, limited_mode_body, served_body};
 

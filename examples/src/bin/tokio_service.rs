@@ -11,7 +11,7 @@
 //! ```
 
 use actix::Actor;
-use dbfailover::sqlx::sqlx::{self, Postgres};
+use dbfailover::sqlx::{self, Postgres};
 use dbfailover::{RoutedError, RoutedPool};
 use dbfailover_examples::{EventLog, config_from_env, error_body, limited_mode_body, served_body};
 use std::sync::Arc;
