@@ -53,9 +53,13 @@ async fn the_probe_succeeds_on_a_file_and_fails_without_creating_a_missing_one()
     db.take_away();
     let error = probe.check(Duration::from_secs(1)).await.unwrap_err();
     assert!(
-        error.to_string().contains("unable to open database file"),
-        "{error}"
+        error.reason().contains("unable to open database file"),
+        "{error:?}"
     );
+    // What failed is the message; the driver's error is the source, typed, and not repeated.
+    assert_eq!(error.to_string(), "connect");
+    let source = std::error::Error::source(&error).expect("the driver's error is kept");
+    assert!(source.downcast_ref::<sqlx::Error>().is_some(), "{source:?}");
     assert!(
         !db.path().exists(),
         "a probe must never create a missing database"
@@ -64,7 +68,8 @@ async fn the_probe_succeeds_on_a_file_and_fails_without_creating_a_missing_one()
     db.bring_back();
     let bad_query = SqlxProbe::new("main", &db.url(), "SELECT * FROM no_such_table").unwrap();
     let error = bad_query.check(Duration::from_secs(1)).await.unwrap_err();
-    assert!(error.to_string().starts_with("health query:"), "{error}");
+    assert!(error.reason().starts_with("health query: "), "{error:?}");
+    assert_eq!(error.to_string(), "health query");
 }
 
 #[test]

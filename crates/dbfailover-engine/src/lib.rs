@@ -41,7 +41,7 @@ pub mod store;
 mod stream;
 
 pub use builder::{DEFAULT_STORE_TIMEOUT, FailoverSystem, FailoverSystemBuilder};
-pub use error::{BuildError, EngineError, ProbeError, StoreError};
+pub use error::{BuildError, EngineError, ErrorSource, ProbeError, StoreError};
 pub use handle::{FailoverHandle, REQUEST_TIMEOUT};
 pub use messages::{ConnectionReport, GetActiveConnection, SubscriptionId};
 pub use probe::{FnProbe, Probe, ProbeFuture, ProbeReport};

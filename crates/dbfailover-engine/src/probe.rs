@@ -79,7 +79,7 @@ pub(crate) async fn run_check(
             CheckResult::failure(format!("probe panicked: {message}"))
         }
         Contained::Cancelled => CheckResult::failure("check cancelled"),
-        Contained::Done(Err(error)) => CheckResult::failure(error.to_string()),
+        Contained::Done(Err(error)) => CheckResult::failure(error.reason()),
         Contained::Done(Ok(report)) => {
             // A read-only node is reachable: routing gives it no writes, but it is not DOWN (a
             // healthy replica is not a dead database). With `require_writable = false`, what it says

@@ -152,7 +152,7 @@ impl StateActor {
         match command {
             Command::Load(keys) => {
                 let work = bounded(timeout, "load", async move {
-                    store.load(&keys).await.map_err(|e| e.to_string())
+                    store.load(&keys).await.map_err(|e| e.reason())
                 });
                 let work = work.into_actor(self).map(|outcome, act, ctx| {
                     act.running = false;
@@ -173,7 +173,7 @@ impl StateActor {
                     store
                         .compare_and_set(&writes)
                         .await
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| e.reason())
                 });
                 ctx.spawn(work.into_actor(self).map(|outcome, act, ctx| {
                     act.running = false;

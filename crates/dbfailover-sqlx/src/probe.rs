@@ -126,6 +126,12 @@ impl SqlxProbe {
         self.redactor.redact(&error.to_string())
     }
 
+    /// `context` (what was being done) failed with the driver's `error`: kept as the typed source,
+    /// its text redacted for the reason operators see.
+    fn failure(&self, context: &str, error: sqlx::Error) -> ProbeError {
+        ProbeError::with_source(context, self.text_of(&error), error)
+    }
+
     async fn run(&self, timeout: Duration) -> Result<ProbeReport, ProbeError> {
         let work = async {
             match &self.target {
@@ -185,14 +191,14 @@ async fn check_sqlite(
     let mut conn = options
         .connect()
         .await
-        .map_err(|e| ProbeError::new(format!("connect: {}", probe.text_of(e))))?;
+        .map_err(|e| probe.failure("connect", e))?;
     let result = sqlx::query(query).execute(&mut conn).await;
     let query_only: Result<i64, _> = sqlx::query_scalar("PRAGMA query_only")
         .fetch_one(&mut conn)
         .await;
     // Closing is best effort; the connection is dropped either way.
     let _ = conn.close().await;
-    result.map_err(|e| ProbeError::new(format!("health query: {}", probe.text_of(e))))?;
+    result.map_err(|e| probe.failure("health query", e))?;
     Ok(ProbeReport {
         writable: query_only.ok().map(|q| q == 0),
         replication: None,
@@ -215,12 +221,12 @@ async fn check_postgres(
     let mut conn = options
         .connect()
         .await
-        .map_err(|e| ProbeError::new(format!("connect: {}", probe.text_of(e))))?;
+        .map_err(|e| probe.failure("connect", e))?;
     let outcome = async {
         sqlx::query(query)
             .execute(&mut conn)
             .await
-            .map_err(|e| ProbeError::new(format!("health query: {}", probe.text_of(e))))?;
+            .map_err(|e| probe.failure("health query", e))?;
         // Role, writability, cluster identity and timeline in one round trip. The cluster identity
         // needs `pg_control_system()` (superusers and `pg_monitor` by default): without it, the
         // role and writability still come.
@@ -241,7 +247,7 @@ async fn check_postgres(
                         .fetch_one(&mut conn)
                         .await
                         .map_err(|e| {
-                            ProbeError::new(format!("writability query: {}", probe.text_of(e)))
+                            probe.failure("writability query", e)
                         })?;
                 (in_recovery, read_only, lag_ms, None, None)
             }
@@ -306,7 +312,7 @@ async fn check_mysql(
     let mut conn = options
         .connect()
         .await
-        .map_err(|e| ProbeError::new(format!("connect: {}", probe.text_of(e))))?;
+        .map_err(|e| probe.failure("connect", e))?;
     let outcome = async {
         // MariaDB: max_statement_time (seconds); MySQL: max_execution_time (ms). Best effort.
         let seconds = format!("{:.3}", timeout.as_secs_f64());
@@ -325,11 +331,11 @@ async fn check_mysql(
         sqlx::query(query)
             .execute(&mut conn)
             .await
-            .map_err(|e| ProbeError::new(format!("health query: {}", probe.text_of(e))))?;
+            .map_err(|e| probe.failure("health query", e))?;
         let read_only: i64 = sqlx::query_scalar("SELECT CAST(@@global.read_only AS SIGNED)")
             .fetch_one(&mut conn)
             .await
-            .map_err(|e| ProbeError::new(format!("writability query: {}", probe.text_of(e))))?;
+            .map_err(|e| probe.failure("writability query", e))?;
         // MySQL has super_read_only; MariaDB does not: an error here means "not set".
         let super_read_only: i64 =
             sqlx::query_scalar("SELECT CAST(@@global.super_read_only AS SIGNED)")
