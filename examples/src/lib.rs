@@ -22,7 +22,9 @@
 //! ```
 
 use actix::prelude::*;
-use dbfailover::{ActiveConnection, ActiveRole, Config, ConnectionReport, FailoverEvent, RoutedError};
+use dbfailover::{
+    ActiveConnection, ActiveRole, Config, ConnectionReport, FailoverEvent, RoutedError,
+};
 
 /// The variable naming a configuration file (as for the `dbfailover` command).
 pub const CONFIG_VARIABLE: &str = "DBFAILOVER_CONFIG";
@@ -50,7 +52,10 @@ pub fn load_config() -> Result<Config, String> {
             std::fs::read_to_string(&path).map_err(|e| format!("{CONFIG_VARIABLE}={path}: {e}"))?,
             path,
         ),
-        Err(_) => (DEFAULT_CONFIG.to_owned(), "the built-in configuration".to_owned()),
+        Err(_) => (
+            DEFAULT_CONFIG.to_owned(),
+            "the built-in configuration".to_owned(),
+        ),
     };
     for variable in dbfailover::core::load::ignored_variables(std::env::vars()) {
         eprintln!(

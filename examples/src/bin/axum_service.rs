@@ -86,7 +86,10 @@ async fn create_user(State(routed): State<Routed>, Json(user): Json<NewUser>) ->
         })
         .await;
     match id {
-        Ok(id) => json(201, serde_json::json!({ "id": id, "name": name }).to_string()),
+        Ok(id) => json(
+            201,
+            serde_json::json!({ "id": id, "name": name }).to_string(),
+        ),
         Err(error) => routed_error(&error),
     }
 }
@@ -123,7 +126,8 @@ async fn log_events(engine: FailoverHandle) {
                 let name = event.kind.name();
                 let details = event_line(&event);
                 match event.kind {
-                    EventKind::CurrentState { .. } | EventKind::DatabaseConnectionSwitched { .. } => {
+                    EventKind::CurrentState { .. }
+                    | EventKind::DatabaseConnectionSwitched { .. } => {
                         tracing::info!(event = %name, %details, "database failover")
                     }
                     _ => tracing::warn!(event = %name, %details, "database failover"),
