@@ -170,10 +170,7 @@ impl StateActor {
             }
             Command::CompareAndSet(writes) => {
                 let work = bounded(timeout, "update", async move {
-                    store
-                        .compare_and_set(&writes)
-                        .await
-                        .map_err(|e| e.reason())
+                    store.compare_and_set(&writes).await.map_err(|e| e.reason())
                 });
                 ctx.spawn(work.into_actor(self).map(|outcome, act, ctx| {
                     act.running = false;

@@ -246,9 +246,7 @@ async fn check_postgres(
                     sqlx::query_as(PG_ROLE_QUERY)
                         .fetch_one(&mut conn)
                         .await
-                        .map_err(|e| {
-                            probe.failure("writability query", e)
-                        })?;
+                        .map_err(|e| probe.failure("writability query", e))?;
                 (in_recovery, read_only, lag_ms, None, None)
             }
         };

@@ -1,25 +1,29 @@
-//! A plain `#[tokio::main]` service embedding dbfailover: the engine runs on a thread it owns, the
-//! service's own listener actor runs on the engine's arbiter, queries go through the routed pool, and
-//! limited functionality mode answers 503 at once. The HTTP side is a minimal HTTP/1.1 responder, to
-//! keep the example free of a web framework.
+//! A plain `#[tokio::main]` worker embedding dbfailover, with no actix and no HTTP in its own code:
+//! the engine runs on a thread it owns (`start_in_thread`), a loop runs a routed query every 100 ms
+//! and prints a line whenever what answers changes (the database that served it, or limited
+//! functionality mode), and a task prints every event of `event_stream()` (the current state first).
 //!
 //! ```sh
-//! DBFAILOVER_PRIMARY_URL=postgres://app:secret@10.0.0.1/app \
-//! DBFAILOVER_FAILOVER_URL=postgres://app:secret@10.0.0.2/app \
-//! LISTEN=127.0.0.1:8080 cargo run -p dbfailover-examples --bin tokio-service
-//! curl localhost:8080/whoami
+//! DBFAILOVER_DATABASES__PRIMARY__URL=postgres://app:secret@10.0.0.1/app \
+//! DBFAILOVER_DATABASES__FAILOVER__URL=postgres://app:secret@10.0.0.2/app \
+//! cargo run -p dbfailover-examples --bin tokio-service
 //! ```
+//!
+//! Each database needs a table `whoami (name text)` holding its name. The configuration is the
+//! library's: `DBFAILOVER_CONFIG` may name a file, and any `DBFAILOVER_<SECTION>__<KEY>` variable sets
+//! a setting (see `dbfailover_examples::load_config`). It stops on SIGTERM or Ctrl-C.
 
-use actix::Actor;
+use dbfailover::RoutedPool;
+use dbfailover::engine::EventStreamError;
 use dbfailover::sqlx::{self, Postgres};
-use dbfailover::{RoutedError, RoutedPool};
-use dbfailover_examples::{EventLog, config_from_env, error_body, limited_mode_body, served_body};
-use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use dbfailover_examples::{error_answer, event_line, load_config, served_body};
+use std::time::Duration;
 
-async fn whoami(routed: &RoutedPool<Postgres>) -> (u16, String) {
-    // Which database served the query, from the database's own data.
+/// The time between two queries of the loop.
+const EVERY: Duration = Duration::from_millis(100);
+
+/// One unit of work: which database answers, or the JSON error a service would answer.
+async fn work(routed: &RoutedPool<Postgres>) -> String {
     let answer = routed
         .with_connection(async |conn| {
             sqlx::query_scalar::<_, String>("SELECT name FROM whoami")
@@ -28,76 +32,78 @@ async fn whoami(routed: &RoutedPool<Postgres>) -> (u16, String) {
         })
         .await;
     match answer {
-        Ok(name) => (200, served_body(&name)),
-        Err(error @ RoutedError::AllConnectionsUnavailable { .. }) => {
-            (503, limited_mode_body(&error))
-        }
-        Err(error) => (502, error_body(&error)),
+        Ok(name) => served_body(&name),
+        // In limited mode this comes at once: no query was sent anywhere.
+        Err(error) => error_answer(&error).1,
     }
 }
 
-async fn serve(mut stream: TcpStream, routed: Arc<RoutedPool<Postgres>>) -> std::io::Result<()> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            break;
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
         }
-        head.extend_from_slice(&buf[..n]);
     }
-    let request = String::from_utf8_lossy(&head);
-    let path = request.split_whitespace().nth(1).unwrap_or("/");
-    let (status, body) = match path {
-        "/whoami" => whoami(&routed).await,
-        _ => (404, "{\"error\":\"not_found\"}".to_owned()),
-    };
-    let reason = match status {
-        200 => "OK",
-        404 => "Not Found",
-        502 => "Bad Gateway",
-        _ => "Service Unavailable",
-    };
-    let response = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let config = config_from_env()?;
+    let config = load_config()?;
     let engine = dbfailover::builder(config.clone())?
         .build()?
         .start_in_thread()?;
-    // The service's own actor, on the arbiter of the engine's thread.
-    let listener = EventLog::start_in_arbiter(engine.arbiter(), |_| EventLog);
-    engine.subscribe(listener.recipient()).await?;
-    let routed = Arc::new(RoutedPool::<Postgres>::connect_lazy(
-        engine.clone(),
-        &config,
-        None,
-    )?);
 
-    let listen = std::env::var("LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
-    let socket = TcpListener::bind(&listen).await?;
-    println!("listening on {}", socket.local_addr()?);
+    // Every event without an actor: `CurrentState` first, then each transition as it fires.
+    let mut events = engine.event_stream().await?;
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event) => println!("{}", event_line(&event)),
+                Err(EventStreamError::Lagged(skipped)) => {
+                    eprintln!("the event stream skipped {skipped} events");
+                }
+                Err(_) => return,
+            }
+        }
+    });
+
+    let routed = RoutedPool::<Postgres>::connect_lazy(engine.clone(), &config, None)?;
+    println!("working every {EVERY:?}");
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let mut ticks = tokio::time::interval(EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = String::new();
     loop {
         tokio::select! {
-            accepted = socket.accept() => {
-                let (stream, _) = accepted?;
-                let routed = Arc::clone(&routed);
-                tokio::spawn(async move {
-                    if let Err(error) = serve(stream, routed).await {
-                        eprintln!("connection: {error}");
-                    }
-                });
+            () = &mut stop => break,
+            _ = ticks.tick() => {
+                let answer = work(&routed).await;
+                if answer != last {
+                    println!("{answer}");
+                    last = answer;
+                }
             }
-            _ = tokio::signal::ctrl_c() => break,
         }
     }
+    drop(routed);
     engine.shutdown().await;
+    println!("stopped");
     Ok(())
 }
