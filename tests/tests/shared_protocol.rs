@@ -16,14 +16,13 @@ use std::time::{Duration, Instant};
 const PREFIX: &str = "dbfo_protocol";
 
 fn state(url: String) -> StateSettings {
-    StateSettings {
-        store: StoreKind::Redis,
-        url: Some(DatabaseUrl::parse(&url).unwrap()),
-        path: None,
-        prefix: PREFIX.into(),
-        ttl: Duration::from_secs(30),
-        timeout: Duration::from_millis(300),
-    }
+    let mut state = StateSettings::default();
+    state.store = StoreKind::Redis;
+    state.url = Some(DatabaseUrl::parse(&url).unwrap());
+    state.prefix = PREFIX.into();
+    state.ttl = Duration::from_secs(30);
+    state.timeout = Duration::from_millis(300);
+    state
 }
 
 fn config(state: &StateSettings, interval: Duration) -> Config {

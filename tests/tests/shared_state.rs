@@ -44,14 +44,14 @@ fn settings(
     url: Option<String>,
     path: Option<std::path::PathBuf>,
 ) -> StateSettings {
-    StateSettings {
-        store,
-        url: url.map(|u| DatabaseUrl::parse(&u).unwrap()),
-        path,
-        prefix: "dbfailover_test".into(),
-        ttl: Duration::from_secs(30),
-        timeout: Duration::from_millis(300),
-    }
+    let mut state = StateSettings::default();
+    state.store = store;
+    state.url = url.map(|u| DatabaseUrl::parse(&u).unwrap());
+    state.path = path;
+    state.prefix = "dbfailover_test".into();
+    state.ttl = Duration::from_secs(30);
+    state.timeout = Duration::from_millis(300);
+    state
 }
 
 async fn member(state: &StateSettings) -> Member {

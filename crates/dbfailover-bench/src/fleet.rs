@@ -62,14 +62,12 @@ async fn one(
     flaps: usize,
 ) -> Result<Row, String> {
     let redis = CacheServer::start(CacheKind::Redis);
-    let state = StateSettings {
-        store: StoreKind::Redis,
-        url: Some(DatabaseUrl::parse(&redis.url()).map_err(|e| e.to_string())?),
-        path: None,
-        prefix: "bench".into(),
-        ttl: Duration::from_secs(300),
-        timeout: Duration::from_millis(500),
-    };
+    let mut state = StateSettings::default();
+    state.store = StoreKind::Redis;
+    state.url = Some(DatabaseUrl::parse(&redis.url()).map_err(|e| e.to_string())?);
+    state.prefix = "bench".into();
+    state.ttl = Duration::from_secs(300);
+    state.timeout = Duration::from_millis(500);
     let primary_up = Arc::new(AtomicBool::new(true));
     let checks = Arc::new(AtomicU64::new(0));
     let probe = |up: Option<Arc<AtomicBool>>| {

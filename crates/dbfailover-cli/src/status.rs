@@ -135,6 +135,14 @@ pub(crate) async fn run(source: &ConfigSource, args: StatusArgs) -> Result<(), C
             reads.join(", ")
         }
     ));
-    output::print_line(&format!("state store: {}", config.state.store));
+    if config.state.store == dbfailover::core::config::StoreKind::Memory {
+        output::print_line(
+            "state store: memory (this process only: nothing is shared, so this shows what this \
+             command itself knows, which is nothing checked; use a file, Redis or memcached store to \
+             see a running service's state)",
+        );
+    } else {
+        output::print_line(&format!("state store: {}", config.state.store));
+    }
     Ok(())
 }

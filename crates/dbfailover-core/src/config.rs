@@ -30,6 +30,7 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
 /// The whole configuration. Every field has a documented default (see `docs/configuration.md`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Config {
     /// Roles and the on/off switch (the seed's `enabled` and `connections`).
     #[serde(default)]
@@ -75,6 +76,7 @@ impl fmt::Display for StoreKind {
 /// The seed's `cache` settings: where state is kept, under which key prefix, for how long.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct StateSettings {
     /// `memory` (default), `file`, `redis` or `memcached`.
     pub store: StoreKind,
@@ -110,6 +112,7 @@ impl Default for StateSettings {
 /// The seed's `enabled` and `connections` settings, and what a replication cluster needs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct FailoverSettings {
     /// `false`: no probes run and every `GetActiveConnection` answers the primary. Default `true`.
     pub enabled: bool,
@@ -247,6 +250,7 @@ impl<'de> Deserialize<'de> for Failovers {
 /// One monitored database.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct DatabaseSettings {
     /// Where it is (`postgres://`, `mysql://`, `sqlite://`); shown with the password masked.
     pub url: DatabaseUrl,
@@ -354,6 +358,7 @@ impl Schedule {
 /// The seed's `health_check` settings, plus the recovery threshold and the fast interval.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct HealthCheckSettings {
     /// The health query. Default `SELECT 1`.
     pub query: String,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 /// Serialized as one flat JSON object, `{"event": "SwitchedToFailoverConnection", "at": "...", ...payload}`,
 /// with the seed's event names (without the `Event` suffix) and payload fields in snake_case.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct FailoverEvent {
     /// When the transition happened.
     pub at: DateTime<Utc>,

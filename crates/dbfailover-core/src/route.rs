@@ -147,6 +147,7 @@ pub fn readable(
 
 /// The active connection as the service sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ActiveConnection {
     /// The active role.
     pub role: ActiveRole,
@@ -154,6 +155,17 @@ pub struct ActiveConnection {
     pub name: String,
     /// Increases by one on every switch; never goes back.
     pub epoch: u64,
+}
+
+impl ActiveConnection {
+    /// The active connection `name` in `role`, at switch `epoch`.
+    pub fn new(role: ActiveRole, name: impl Into<String>, epoch: u64) -> Self {
+        Self {
+            role,
+            name: name.into(),
+            epoch,
+        }
+    }
 }
 
 /// What [`Router::update`] and [`Router::force`] produce.

@@ -126,6 +126,7 @@ pub struct StatusTransition {
 
 /// What is known about one connection: the tracker's state, as shown to operators and stores.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ConnectionState {
     /// The status.
     pub status: ConnectionStatus,

@@ -146,11 +146,11 @@ impl FailoverHandle {
     /// The active connection, read without a mailbox round trip.
     pub fn active(&self) -> ActiveConnection {
         let snapshot = self.active_snapshot();
-        ActiveConnection {
-            role: snapshot.role,
-            name: self.inner.names.node_name(snapshot.node).to_owned(),
-            epoch: snapshot.epoch,
-        }
+        ActiveConnection::new(
+            snapshot.role,
+            self.inner.names.node_name(snapshot.node),
+            snapshot.epoch,
+        )
     }
 
     /// Asks the router for the active connection and waits for its answer (bounded): a round trip

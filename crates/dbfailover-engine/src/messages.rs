@@ -101,6 +101,7 @@ pub(crate) struct GetConnectionStates;
 
 /// One connection's state, as [`GetConnectionStates`] answers it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct ConnectionReport {
     /// The connection's name.
     pub name: String,

@@ -50,6 +50,7 @@ impl Default for SharedActive {
 
 /// A lock-free read of the active node and switch epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ActiveSnapshot {
     /// The active role.
     pub role: ActiveRole,
@@ -61,6 +62,7 @@ pub struct ActiveSnapshot {
 
 /// A lock-free read of the nodes that may serve reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReadSnapshot {
     /// Bit `n` set: node `n` is a healthy replica under the lag bound.
     pub nodes: u64,
