@@ -1,0 +1,30 @@
+//! Inputs the `url_mask` fuzz target (`fuzz/`) found showing a password.
+
+use dbfailover_core::DatabaseUrl;
+use dbfailover_core::url::mask_password;
+
+/// A password holding a space, a tab, a quote, a backquote or `<`/`>` unencoded: the URL parser
+/// accepts the URL (percent-encoding them), but the masker took the character for the end of the
+/// URL and showed the password whole.
+#[test]
+#[ignore = "the masker still ends a URL at whitespace and quotes; see docs/testing.md, Fuzzing"]
+fn a_password_holding_a_space_or_a_quote_is_masked() {
+    for (url, password) in [
+        ("postgres://app:pa ss word@h/db", "ss word"),
+        ("postgres://app:pa\tss-word@h/db", "ss-word"),
+        ("mysql://u:pass\"word@h/d", "word"),
+        ("postgres://app:pass`word@h/db", "word"),
+        ("postgres://app:pass<word>@h/db", "word"),
+        ("redis://:secret 'pass'@cache:6379/0", "pass"),
+        // `'` may even stand unencoded in a URL's user-info (RFC 3986).
+        ("mysql://root:it's-secret@h/x", "s-secret"),
+    ] {
+        let shown = mask_password(url);
+        assert!(!shown.contains(password), "{url:?} shown as {shown:?}");
+        if let Ok(parsed) = DatabaseUrl::parse(url) {
+            for shown in [parsed.to_string(), format!("{parsed:?}"), parsed.masked()] {
+                assert!(!shown.contains(password), "{url:?} shown as {shown:?}");
+            }
+        }
+    }
+}
