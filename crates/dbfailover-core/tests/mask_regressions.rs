@@ -28,3 +28,17 @@ fn a_password_holding_a_space_or_a_quote_is_masked() {
         }
     }
 }
+
+/// Found by the `config_load` fuzz target: a URL in the configuration file with a tab in its
+/// password. The URL parser drops tabs, so the password runs to the last `@`; the masker stopped at
+/// the tab and the loaded configuration showed the rest.
+#[test]
+#[ignore = "the masker still ends a URL at whitespace and quotes; see docs/testing.md, Fuzzing"]
+fn a_configured_password_holding_a_tab_is_masked() {
+    let text = "[failover]\nprimary = \"a\"\nfailover = \"b\"\n\
+        [databases.a]\nurl = \"mysql://root:top\\tsecret@db1/x\"\n\
+        [databases.b]\nurl = \"sqlite:///tmp/x.db\"\n";
+    let config = dbfailover_core::load::parse(text).unwrap_or_else(|e| panic!("{e}"));
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("secret"), "{shown}");
+}
