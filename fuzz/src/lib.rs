@@ -26,12 +26,16 @@ pub fn assert_hidden(password: &str, unmasked: &str, shown: &str, what: &str) {
 }
 
 /// Panics if `shown` holds `password` when the raw `text` holds it exactly once, right between a
-/// `:` and an `@` (so the one occurrence is the password itself).
+/// `:` and an `@` (so the one occurrence is the password itself), unless the text up to there
+/// holds a character of [`known_masker_gap`].
 pub fn assert_not_shown_once(password: &str, text: &str, shown: &str, what: &str) {
-    if password.chars().count() < 4 || password.contains('*') || known_masker_gap(password) {
+    if password.chars().count() < 4 || password.contains('*') {
         return;
     }
-    if text.matches(password).count() != 1 || !text.contains(&format!(":{password}@")) {
+    let Some(at) = text.find(&format!(":{password}@")) else {
+        return;
+    };
+    if text.matches(password).count() != 1 || known_masker_gap(&text[..at + password.len() + 2]) {
         return;
     }
     assert!(
@@ -63,13 +67,12 @@ pub fn password_char(byte: u8) -> bool {
     unreserved(byte) || b"!$&'()*+,;=:".contains(&byte)
 }
 
-/// A password the masker is known to show: one holding whitespace, a quote (`'` is even allowed
-/// unencoded by RFC 3986), a backquote, `<` or `>`, which `mask_password` takes for the end of the
-/// URL (a URL parser accepts them all).
-/// The regression test is `crates/dbfailover-core/tests/mask_regressions.rs` (ignored until the
-/// masker is fixed); skipped here so that a fuzzing run goes on past it. Remove when fixed.
-pub fn known_masker_gap(password: &str) -> bool {
-    password
-        .chars()
+/// Whether `text` (a password, or a URL up to its password's end) holds what the masker is known to
+/// mistake for the end of a URL although a URL parser accepts it: whitespace, a quote (`'` may even
+/// stand unencoded in a user-info, RFC 3986), a backquote, `<` or `>`. The regression tests are in
+/// `crates/dbfailover-core/tests/mask_regressions.rs` (ignored until the masker is fixed); the
+/// targets skip such inputs so that a run goes on past this one finding. Remove when fixed.
+pub fn known_masker_gap(text: &str) -> bool {
+    text.chars()
         .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>'))
 }
