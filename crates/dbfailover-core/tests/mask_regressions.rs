@@ -44,3 +44,22 @@ fn a_configured_password_holding_a_tab_is_masked() {
     let shown = format!("{config:?}");
     assert!(!shown.contains("secret"), "{shown}");
 }
+
+/// Found by the `url_mask` fuzz target: a `password=` that is not a query parameter (here in the
+/// path) made the masker skip to the end of its value, past the real `?password=` after it.
+#[test]
+#[ignore = "the masker still skips past a `password=` that follows another; see docs/testing.md, Fuzzing"]
+fn a_query_password_after_another_password_text_is_masked() {
+    for url in [
+        "postgres://u@localhost/apapassword=999:?password=secretpw",
+        "postgres://u@h/db?sslkey=/etc/xpassword=k?password=secretpw",
+    ] {
+        let shown = mask_password(url);
+        assert!(!shown.contains("secretpw"), "{url:?} shown as {shown:?}");
+        if let Ok(parsed) = DatabaseUrl::parse(url) {
+            for shown in [parsed.to_string(), format!("{parsed:?}"), parsed.masked()] {
+                assert!(!shown.contains("secretpw"), "{url:?} shown as {shown:?}");
+            }
+        }
+    }
+}
