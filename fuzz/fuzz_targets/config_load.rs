@@ -67,10 +67,10 @@ fuzz_target!(|data: &[u8]| {
                     continue;
                 }
                 passwords.push(password);
-                if parsed.set_password(Some(MASK)).is_ok() {
-                    if let Ok(masked) = DatabaseUrl::parse(parsed.as_str()) {
-                        *url = masked;
-                    }
+                if parsed.set_password(Some(MASK)).is_ok()
+                    && let Ok(masked) = DatabaseUrl::parse(parsed.as_str())
+                {
+                    *url = masked;
                 }
             }
             let allowed = self::shown(&config);
