@@ -35,7 +35,12 @@ pub fn assert_not_shown_once(password: &str, text: &str, shown: &str, what: &str
     let Some(at) = text.find(&format!(":{password}@")) else {
         return;
     };
-    if text.matches(password).count() != 1 || known_masker_gap(&text[..at + password.len() + 2]) {
+    // The third known gap: a special scheme without `//` (`https:u:p@h`), which the masker never
+    // takes for a URL.
+    if text.matches(password).count() != 1
+        || known_masker_gap(&text[..at + password.len() + 2])
+        || !text[..at].contains("://")
+    {
         return;
     }
     assert!(

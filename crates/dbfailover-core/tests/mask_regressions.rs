@@ -63,3 +63,27 @@ fn a_query_password_after_another_password_text_is_masked() {
         }
     }
 }
+
+/// Found by the `url_mask` fuzz target: a special scheme (`http`, `https`, `ws`, `wss`, `ftp`) with
+/// no `//` or one `/` before the user-info. The URL parser still reads a user name and a password
+/// there; the masker looked for `://` only.
+#[test]
+#[ignore = "the masker still looks for `://` only; see docs/testing.md, Fuzzing"]
+fn a_password_after_a_special_scheme_without_two_slashes_is_masked() {
+    for url in ["https:user:secretpw@host/x", "ws:/user:secretpw@host"] {
+        assert_eq!(
+            url::Url::parse(url)
+                .ok()
+                .as_ref()
+                .and_then(url::Url::password),
+            Some("secretpw")
+        );
+        let shown = mask_password(url);
+        assert!(!shown.contains("secretpw"), "{url:?} shown as {shown:?}");
+        if let Ok(parsed) = DatabaseUrl::parse(url) {
+            for shown in [parsed.to_string(), format!("{parsed:?}"), parsed.masked()] {
+                assert!(!shown.contains("secretpw"), "{url:?} shown as {shown:?}");
+            }
+        }
+    }
+}
