@@ -293,7 +293,13 @@ fn decode_current(
     if counter == 0 || counter > MAX_COUNTER || write_id.len() != 16 {
         return None;
     }
-    let write_id = u64::from_str_radix(std::str::from_utf8(write_id).ok()?, 16).ok()?;
+    let write_id_text_as_stored = std::str::from_utf8(write_id).ok()?;
+    let write_id = u64::from_str_radix(write_id_text_as_stored, 16).ok()?;
+    // Only the write id's own text form (lowercase): a write replacing the record expects that
+    // text, so a record whose id is spelled otherwise (`00000000A00000AB`) could never be replaced.
+    if write_id_text(write_id) != write_id_text_as_stored {
+        return None;
+    }
     let rest = std::str::from_utf8(rest).ok()?;
     let mut fields = rest.split(' ');
     let record = match (key, fields.next()?) {
@@ -569,6 +575,22 @@ mod tests {
             assert_eq!(expect, Some(Expect::Header(header.clone())));
             assert!(expect.is_some_and(|e| e.matches(Some(raw))), "{raw:?}");
         }
+    }
+
+    /// Found by the `record_decode` fuzz target: an uppercase write id read as a record whose
+    /// replacing write expected the lowercase id, which the stored bytes never matched.
+    #[test]
+    fn a_write_id_in_uppercase_is_unreadable_and_replaceable() {
+        let raw = b"dbfo2 5 00000000A00000ab c DOWN 3 0 F 1a:1:7,2b:0:9 1700000000000";
+        let slot = Slot::decode(&conn(), Some(raw));
+        assert_eq!(
+            slot,
+            Slot::Unreadable {
+                header: Some("00000000A00000ab".into())
+            }
+        );
+        let expect = Expect::replacing(&slot);
+        assert!(expect.is_some_and(|e| e.matches(Some(raw))));
     }
 
     #[test]

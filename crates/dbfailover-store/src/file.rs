@@ -82,6 +82,14 @@ enum State {
 }
 
 impl State {
+    /// The state file's bytes, read: empty is no entries, anything but a state file is garbage.
+    fn parse(bytes: &[u8]) -> Self {
+        if bytes.is_empty() {
+            return Self::Contents(Contents::default());
+        }
+        serde_json::from_slice(bytes).map_or(Self::Garbage, Self::Contents)
+    }
+
     fn raw(&self, name: &str, clock: Option<&(String, u64)>) -> Option<&[u8]> {
         match self {
             Self::Garbage => Some(UNREADABLE),
@@ -182,10 +190,7 @@ impl FileStore {
             // Replaced by a link or a FIFO between the two looks.
             Err(_) => return Ok(State::Garbage),
         }
-        if bytes.is_empty() {
-            return Ok(State::Contents(Contents::default()));
-        }
-        Ok(serde_json::from_slice(&bytes).map_or(State::Garbage, State::Contents))
+        Ok(State::parse(&bytes))
     }
 
     fn write(&self, contents: &Contents) -> Result<(), StoreError> {
@@ -194,7 +199,7 @@ impl FileStore {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let bytes = serde_json::to_vec_pretty(contents).map_err(|e| self.error("encoding", e))?;
+        let bytes = encode(contents).map_err(|e| self.error("encoding", e))?;
         // A new file with a random name, mode 0600, never an existing one.
         let mut temp =
             tempfile::NamedTempFile::new_in(dir).map_err(|e| self.error("writing", e))?;
@@ -236,12 +241,20 @@ impl FileStore {
                 clock.as_ref(),
             )));
         }
+        let contents = self.written(state, writes, clock.as_ref());
+        self.write(&contents)?;
+        Ok(CasOutcome::Written)
+    }
+
+    /// The file's contents after `writes` over `state` at `clock`: expired entries dropped, a garbage
+    /// file replaced by the written records alone.
+    fn written(&self, state: State, writes: &[Write], clock: Option<&(String, u64)>) -> Contents {
         let mut contents = match state {
             State::Contents(contents) => contents,
             State::Garbage => Contents::default(),
         };
-        contents.entries.retain(|_, e| e.live(clock.as_ref()));
-        let (boot, now) = clock.clone().unwrap_or_default();
+        contents.entries.retain(|_, e| e.live(clock));
+        let (boot, now) = clock.cloned().unwrap_or_default();
         let expires = now.saturating_add(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX));
         let mut put = |name: String, value: String| {
             contents.entries.insert(
@@ -262,9 +275,27 @@ impl FileStore {
                 put(seed_keys.failure_count, failures.to_string());
             }
         }
-        self.write(&contents)?;
-        Ok(CasOutcome::Written)
+        contents
     }
+}
+
+/// The state file's text.
+fn encode(contents: &Contents) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec_pretty(contents)
+}
+
+/// For the fuzz targets ([`crate::fuzzing`]): what the state file `bytes` holds for `keys` under
+/// `prefix`, without a host clock (nothing expires).
+pub(crate) fn decode_for_fuzzing(bytes: &[u8], prefix: &str, keys: &[RecordKey]) -> Vec<Slot> {
+    let store = FileStore::new("unused", prefix, Duration::ZERO, Duration::ZERO);
+    store.slots(&State::parse(bytes), keys.iter(), None)
+}
+
+/// For the fuzz targets ([`crate::fuzzing`]): the state file that replaces `bytes` after `writes`,
+/// without a host clock; `None` if it cannot be encoded.
+pub(crate) fn rewrite_for_fuzzing(bytes: &[u8], prefix: &str, writes: &[Write]) -> Option<Vec<u8>> {
+    let store = FileStore::new("unused", prefix, Duration::from_secs(1), Duration::ZERO);
+    encode(&store.written(State::parse(bytes), writes, None)).ok()
 }
 
 impl StateStore for FileStore {

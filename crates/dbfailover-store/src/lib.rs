@@ -21,6 +21,9 @@
 
 pub mod keys;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 #[cfg(feature = "file")]
 mod file;
 #[cfg(feature = "memcached")]

@@ -307,6 +307,23 @@ impl Document {
     }
 }
 
+/// For the fuzz targets ([`crate::fuzzing`]): what the document `raw` (`None`: no item) holds for
+/// `keys`.
+pub(crate) fn decode_for_fuzzing(raw: Option<&[u8]>, keys: &[RecordKey]) -> Vec<Slot> {
+    Document::parse(raw).slots(keys.iter())
+}
+
+/// For the fuzz targets ([`crate::fuzzing`]): the document that replaces `raw` after `writes` at
+/// `now_ms`.
+pub(crate) fn rewrite_for_fuzzing(
+    raw: Option<&[u8]>,
+    writes: &[Write],
+    now_ms: i64,
+    ttl_ms: i64,
+) -> String {
+    Document::parse(raw).with(writes, now_ms, ttl_ms)
+}
+
 impl StateStore for MemcachedStore {
     fn load<'a>(&'a self, keys: &'a [RecordKey]) -> StoreFuture<'a, Vec<Slot>> {
         let job = self.job();
