@@ -19,7 +19,16 @@ pub const MASK: &str = "****";
 pub fn mask_password(url: &str) -> String {
     let (head, rest) = match url.find("://") {
         Some(at) => url.split_at(at + 3),
-        None => ("", url),
+        None => match scheme_end(url) {
+            // `https:user:pw@host` and `ws:/user:pw@host`: special schemes read a user-info without
+            // `//` too.
+            Some(colon) => {
+                let slashes =
+                    url[colon + 1..].len() - url[colon + 1..].trim_start_matches('/').len();
+                url.split_at(colon + 1 + slashes)
+            }
+            None => ("", url),
+        },
     };
     let mut out = String::with_capacity(url.len());
     out.push_str(head);
@@ -44,6 +53,18 @@ pub fn mask_password(url: &str) -> String {
     };
     out.push_str(&mask_query(after_userinfo));
     out
+}
+
+/// Where a URL's scheme ends (the index of its `:`), for a text that starts with one
+/// (`[A-Za-z][A-Za-z0-9+.-]*:`).
+fn scheme_end(text: &str) -> Option<usize> {
+    let colon = text.find(':')?;
+    let scheme = &text[..colon];
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    (first.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+    .then_some(colon)
 }
 
 /// Masks the values of secret-naming parameters in the query of `rest` (the URL after its
@@ -114,13 +135,13 @@ fn names_a_secret(key: &str) -> bool {
 /// Text from a driver may also echo a known password outside any URL: [`Redactor`] removes those by
 /// value.
 pub fn mask_text(text: &str) -> String {
+    let starts = url_starts(text);
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(scheme_end) = rest.find("://") {
-        let (before, after) = rest.split_at(scheme_end + 3);
-        out.push_str(before);
-        let next_url = after.find("://").unwrap_or(after.len());
-        let segment = &after[..next_url];
+    let mut copied = 0;
+    for (i, &(_, authority)) in starts.iter().enumerate() {
+        out.push_str(&text[copied..authority]);
+        let next = starts.get(i + 1).map_or(text.len(), |&(s, _)| s);
+        let segment = &text[authority..next];
         let userinfo_end = segment.rfind('@').filter(|at| segment[..*at].contains(':'));
         let tail = match userinfo_end {
             Some(at) => {
@@ -137,10 +158,41 @@ pub fn mask_text(text: &str) -> String {
             .unwrap_or(tail.len());
         out.push_str(&mask_query(&tail[..word_end]));
         out.push_str(&tail[word_end..]);
-        rest = &after[next_url..];
+        copied = next;
     }
-    out.push_str(rest);
+    out.push_str(&text[copied..]);
     mask_password_words(&out)
+}
+
+/// Where the URLs of free text start: each `scheme://` whose scheme begins a word (at the start of
+/// the text or after a space, a quote, `=`, `(`, `<`, `,`, `[`, `{` or `;`), as `(scheme start, index
+/// after "://")`. A `://` inside a password (`app:///x@h`, `pw:a://b@h`) follows no such word start,
+/// so it never cuts a URL short.
+fn url_starts(text: &str) -> Vec<(usize, usize)> {
+    let bytes = text.as_bytes();
+    let mut starts = Vec::new();
+    let mut from = 0;
+    while let Some(found) = text[from..].find("://") {
+        let sep = from + found;
+        let mut scheme_start = sep;
+        while scheme_start > 0
+            && (bytes[scheme_start - 1].is_ascii_alphanumeric()
+                || matches!(bytes[scheme_start - 1], b'+' | b'-' | b'.'))
+        {
+            scheme_start -= 1;
+        }
+        let begins_word = scheme_start == 0
+            || bytes[scheme_start - 1].is_ascii_whitespace()
+            || matches!(
+                bytes[scheme_start - 1],
+                b'"' | b'\'' | b'`' | b'=' | b'(' | b'<' | b',' | b'[' | b'{' | b';'
+            );
+        if scheme_start < sep && bytes[scheme_start].is_ascii_alphabetic() && begins_word {
+            starts.push((scheme_start, sep + 3));
+        }
+        from = sep + 3;
+    }
+    starts
 }
 
 /// Masks `password=value` words outside URLs (`host=h password=secret`), as libpq's key/value
