@@ -4,7 +4,7 @@
 //! ## Layout
 //! - [`status`]: `ConnectionStatus` (UNKNOWN / HEALTHY / DOWN), `Role`, `ActiveRole`, `RoleNames`.
 //! - [`tracker`]: `HealthTracker::record(result, now) -> Option<StatusTransition>`, the thresholds.
-//! - [`route`]: `route(views, fenced, preferred) -> Decision` over the primary and the failovers in
+//! - [`route`](mod@route): `route(views, fenced, preferred) -> Decision` over the primary and the failovers in
 //!   order, `readable` for the read route, and the `Router` that applies decisions,
 //!   counts switch epochs and says which switch events fire.
 //! - [`event`]: `FailoverEvent` and the events a status transition or a switch causes.

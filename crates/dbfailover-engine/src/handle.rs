@@ -166,7 +166,7 @@ impl FailoverHandle {
     }
 
     /// The arbiter the engine's actors run on. A service without an actix `System` of its own (one that
-    /// used [`FailoverSystem::start_in_thread`]) starts its event-listener actors here:
+    /// used [`FailoverSystem::start_in_thread`](crate::FailoverSystem::start_in_thread)) starts its event-listener actors here:
     /// `MyListener::start_in_arbiter(handle.arbiter(), |_| MyListener)`.
     pub fn arbiter(&self) -> &actix::dev::ArbiterHandle {
         &self.inner.arbiter
@@ -188,7 +188,7 @@ impl FailoverHandle {
     /// Every event from now on, without an actor (any async runtime): the first one is
     /// `CurrentState` (the active connection, each connection's status, whether the store answers),
     /// then every event as it fires. A receiver more than 1024 events behind skips the oldest and
-    /// says so ([`EventStreamError::Lagged`]).
+    /// says so ([`EventStreamError::Lagged`](crate::EventStreamError::Lagged)).
     pub async fn event_stream(&self) -> Result<EventStream, EngineError> {
         let (first, receiver) = ask(&self.inner.router, SubscribeStream, "SubscribeStream").await?;
         Ok(EventStream::new(first, receiver))

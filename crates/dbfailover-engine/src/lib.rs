@@ -2,17 +2,17 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 //!
 //! ## Layout
-//! - [`probe`]: the [`Probe`] trait a driver implements, and the [`ProbeActor`] (one per monitored
+//! - `probe`: the [`Probe`] trait a driver implements, and the `ProbeActor` (one per monitored
 //!   connection) that runs it on its schedule, bounded by the timeout, one at a time (a few at once,
 //!   `fast_interval` apart, only while a suspected hang is confirmed), and
 //!   switches to fast confirming checks after a reported query failure.
-//! - [`state`]: the [`StateActor`], the driver of the core's shared-state replica (thresholds, the
+//! - `state`: the `StateActor`, the driver of the core's shared-state replica (thresholds, the
 //!   UNKNOWN / HEALTHY / DOWN trackers, the shared rule); it runs the replica's commands against a
 //!   [`StateStore`] and tells the router.
-//! - [`router`]: the [`RouterActor`], owner of the active connection (the core's `Router`); it answers
+//! - `router`: the [`RouterActor`], owner of the active connection (the core's `Router`); it answers
 //!   `GetActiveConnection`, publishes events to subscribers, and writes its decision to a
 //!   [`SharedActive`] word that the data path reads without a mailbox round trip.
-//! - [`messages`]: every message, with who sends it and who answers.
+//! - `messages`: every message, with who sends it and who answers.
 //! - [`store`]: the [`StateStore`] trait and the in-memory store.
 //! - [`metrics`]: the metrics the engine records through the `metrics` facade.
 //! - `contain` (private): runs a probe or a store call in a task of its own, bounded by a timeout, a

@@ -99,7 +99,7 @@ pub struct ApplyForce {
 #[rtype(result = "Vec<ConnectionReport>")]
 pub(crate) struct GetConnectionStates;
 
-/// One connection's state, as [`GetConnectionStates`] answers it.
+/// One connection's state, as [`FailoverHandle::connection_states`](crate::FailoverHandle::connection_states) answers it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct ConnectionReport {

@@ -2,7 +2,7 @@
 
 use dbfailover_core::FailoverEvent;
 
-/// The events of an engine, for services without actors ([`FailoverHandle::event_stream`]).
+/// The events of an engine, for services without actors ([`FailoverHandle::event_stream`](crate::FailoverHandle::event_stream)).
 pub struct EventStream {
     first: Option<FailoverEvent>,
     receiver: tokio::sync::broadcast::Receiver<FailoverEvent>,

@@ -60,6 +60,10 @@ impl Parts {
     }
 }
 
+/// The tests that count the process's engine threads take turns (`cargo test` runs tests as threads
+/// of one process; nextest runs each in its own).
+static THREAD_COUNTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The engine's threads in this process (`dbfailover-engine`, cut to 15 bytes by the kernel).
 fn engine_threads() -> usize {
     std::fs::read_dir("/proc/self/task")
@@ -108,6 +112,7 @@ async fn in_the_callers_system_shutdown_waits_until_everything_stopped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_its_own_thread_dropping_the_last_handle_ends_the_thread() {
+    let _turn = THREAD_COUNTING.lock().await;
     let threads_before = engine_threads();
     let parts = Parts::new();
     let handle = parts.system().start_in_thread().unwrap();
@@ -124,6 +129,7 @@ async fn on_its_own_thread_dropping_the_last_handle_ends_the_thread() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_its_own_thread_shutdown_waits_for_the_thread() {
+    let _turn = THREAD_COUNTING.lock().await;
     let threads_before = engine_threads();
     let parts = Parts::new();
     let handle = parts.system().start_in_thread().unwrap();
