@@ -240,6 +240,12 @@ impl RouterActor {
                 EventKind::CacheRestored {} => self.store_available = true,
                 _ => {}
             }
+            if matches!(
+                event.kind,
+                EventKind::CacheUnavailable { .. } | EventKind::CacheRestored {}
+            ) {
+                crate::metrics::record_store_available(self.store_available);
+            }
             // Nobody listening on the stream is fine; a receiver that lags hears `Lagged`.
             let _ = self.stream.send(event.clone());
             // Every event reaches every live subscriber, whatever its mailbox size (`do_send` does not
@@ -358,6 +364,10 @@ impl Actor for RouterActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Listeners may be slow; a large mailbox keeps the router from blocking on them.
         ctx.set_mailbox_capacity(1024);
+        // What is true before the first check: the active connection, and a store presumed to answer
+        // until an operation on it fails.
+        crate::metrics::record_active(self.router.names(), self.router.active_node(), false);
+        crate::metrics::record_store_available(self.store_available);
     }
 }
 

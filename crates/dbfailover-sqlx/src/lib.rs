@@ -9,6 +9,7 @@
 //! - [`error`]: the error types.
 
 pub mod error;
+mod metrics;
 pub mod probe;
 pub mod routed;
 
