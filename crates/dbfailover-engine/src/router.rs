@@ -235,16 +235,14 @@ impl RouterActor {
     fn publish(&mut self, events: Vec<FailoverEvent>) {
         for event in events {
             tracing::info!(event = event.kind.name(), payload = ?event.kind, "failover event");
-            match event.kind {
-                EventKind::CacheUnavailable { .. } => self.store_available = false,
-                EventKind::CacheRestored {} => self.store_available = true,
-                _ => {}
-            }
-            if matches!(
-                event.kind,
-                EventKind::CacheUnavailable { .. } | EventKind::CacheRestored {}
-            ) {
-                crate::metrics::record_store_available(self.store_available);
+            let store_available = match event.kind {
+                EventKind::CacheUnavailable { .. } => Some(false),
+                EventKind::CacheRestored {} => Some(true),
+                _ => None,
+            };
+            if let Some(available) = store_available {
+                self.store_available = available;
+                crate::metrics::record_store_available(available);
             }
             // Nobody listening on the stream is fine; a receiver that lags hears `Lagged`.
             let _ = self.stream.send(event.clone());
