@@ -33,7 +33,7 @@ pub(crate) async fn run(source: &ConfigSource, args: WatchArgs) -> Result<(), Cl
     let mut hangup = signal(SignalKind::hangup())
         .map_err(|error| CliError::Failed(format!("cannot watch SIGHUP: {error}")))?;
     if let Some(addr) = args.metrics_addr {
-        let bound = metrics_server::serve(addr).await?;
+        let bound = metrics_server::serve(addr)?;
         output::print_error(&format!("serving metrics at http://{bound}/metrics"));
     }
     let handle = engine::start(&config, Checks::Scheduled).await?;

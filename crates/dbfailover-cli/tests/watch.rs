@@ -17,6 +17,18 @@ fn is_event(line: &str, name: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v["event"] == name)
 }
 
+/// The value of the series written exactly `series` (name and labels) in a scrape.
+fn value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+fn status_series(connection: &str, status: &str) -> String {
+    format!("dbfailover_connection_status{{connection=\"{connection}\",status=\"{status}\"}}")
+}
+
 #[tokio::test]
 async fn watch_prints_json_events_serves_metrics_and_stops_on_sigterm() {
     let mut main = DbServer::postgres("main").await;
@@ -42,6 +54,63 @@ async fn watch_prints_json_events_serves_metrics_and_stops_on_sigterm() {
         is_event(l, "ConnectionHealthy") && json(l)["connection_name"] == "standby"
     });
 
+    // The first scrape: every series an alert or a rate() needs, before anything failed or switched.
+    let metrics = get_metrics(&addr);
+    for (series, wanted) in [
+        (
+            format!(
+                "dbfailover_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            ),
+            1.0,
+        ),
+        (status_series("main", "healthy"), 1.0),
+        (status_series("main", "unknown"), 0.0),
+        (status_series("main", "down"), 0.0),
+        (status_series("standby", "healthy"), 1.0),
+        (
+            "dbfailover_checks_total{connection=\"main\",result=\"failure\"}".into(),
+            0.0,
+        ),
+        (
+            "dbfailover_check_failures_total{connection=\"standby\"}".into(),
+            0.0,
+        ),
+        ("dbfailover_switches_total{to=\"failover\"}".into(), 0.0),
+        ("dbfailover_switches_total{to=\"primary\"}".into(), 0.0),
+        ("dbfailover_switches_total{to=\"blocking\"}".into(), 0.0),
+        ("dbfailover_split_brain_total".into(), 0.0),
+        ("dbfailover_store_available".into(), 1.0),
+        (
+            "dbfailover_active_connection{connection=\"main\",role=\"primary\"}".into(),
+            1.0,
+        ),
+    ] {
+        assert_eq!(
+            value(&metrics, &series),
+            Some(wanted),
+            "{series}:\n{metrics}"
+        );
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let last = value(
+        &metrics,
+        "dbfailover_last_success_timestamp_seconds{connection=\"main\"}",
+    )
+    .unwrap_or_else(|| panic!("no last success:\n{metrics}"));
+    assert!((now - last).abs() < 30.0, "{last} vs {now}");
+    assert!(
+        metrics.contains("# TYPE dbfailover_checks_total counter"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("probe"),
+        "one name for checks:\n{metrics}"
+    );
+
     main.kill9();
     let down = json(&watch.wait_for(Duration::from_secs(10), |l| {
         is_event(l, "PrimaryConnectionDown")
@@ -60,17 +129,47 @@ async fn watch_prints_json_events_serves_metrics_and_stops_on_sigterm() {
     );
 
     let metrics = get_metrics(&addr);
-    for wanted in [
-        "dbfailover_probe_duration_seconds_bucket{connection=\"standby\"",
-        "dbfailover_checks_total{connection=\"main\",result=\"failure\"}",
-        "dbfailover_check_failures_total{connection=\"main\"}",
-        "dbfailover_connection_status{connection=\"main\"} 2",
-        "dbfailover_connection_status{connection=\"standby\"} 1",
-        "dbfailover_active_connection{connection=\"standby\",role=\"failover\"} 1",
-        "dbfailover_switches_total{to=\"failover\"} 1",
+    assert!(
+        metrics.contains("dbfailover_check_duration_seconds_bucket{connection=\"standby\""),
+        "{metrics}"
+    );
+    for (series, wanted) in [
+        (status_series("main", "down"), 1.0),
+        (status_series("main", "healthy"), 0.0),
+        (status_series("main", "unknown"), 0.0),
+        (status_series("standby", "healthy"), 1.0),
+        (
+            "dbfailover_active_connection{connection=\"standby\",role=\"failover\"}".into(),
+            1.0,
+        ),
+        (
+            "dbfailover_active_connection{connection=\"main\",role=\"primary\"}".into(),
+            0.0,
+        ),
+        ("dbfailover_switches_total{to=\"failover\"}".into(), 1.0),
+        ("dbfailover_switches_total{to=\"primary\"}".into(), 0.0),
+        ("dbfailover_store_available".into(), 1.0),
     ] {
-        assert!(metrics.contains(wanted), "missing {wanted}:\n{metrics}");
+        assert_eq!(
+            value(&metrics, &series),
+            Some(wanted),
+            "{series}:\n{metrics}"
+        );
     }
+    let failures = value(
+        &metrics,
+        "dbfailover_checks_total{connection=\"main\",result=\"failure\"}",
+    )
+    .unwrap();
+    assert!(failures >= 1.0, "{metrics}");
+    assert_eq!(
+        value(
+            &metrics,
+            "dbfailover_check_failures_total{connection=\"main\"}"
+        ),
+        Some(failures),
+        "{metrics}"
+    );
     assert!(!metrics.contains(common::PASSWORD));
 
     let (code, took) = watch.stop("TERM", Duration::from_secs(5));
@@ -141,4 +240,43 @@ async fn watch_prints_human_lines_and_stops_on_sigint() {
         "{:?}",
         watch.seen
     );
+}
+
+#[tokio::test]
+async fn watch_serves_metrics_on_the_port_it_picked_and_says_which() {
+    use std::io::BufRead;
+    let main = DbServer::postgres("main").await;
+    let standby = DbServer::postgres("standby").await;
+    let (dir, _) = write_config(&config_text(&main.url(), &standby.url(), &[]));
+    let mut watch = Watch::start(dir.path(), &["--json", "--metrics-addr", "127.0.0.1:0"]);
+    let stderr = watch.child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let said = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let addr = said
+        .strip_prefix("dbfailover: serving metrics at http://")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{said}"))
+        .to_owned();
+    assert!(!addr.ends_with(":0"), "{said}");
+    watch.wait_for(Duration::from_secs(10), |l| {
+        is_event(l, "ConnectionHealthy")
+    });
+    let metrics = get_metrics(&addr);
+    assert_eq!(
+        value(&metrics, "dbfailover_store_available"),
+        Some(1.0),
+        "{metrics}"
+    );
+    let (code, _) = watch.stop("TERM", Duration::from_secs(5));
+    assert_eq!(code, Some(0));
 }

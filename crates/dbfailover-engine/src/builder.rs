@@ -149,6 +149,7 @@ impl FailoverSystem {
         let health = &self.config.health_check;
         let shared = Arc::new(SharedActive::default());
         let monitored = self.config.monitored();
+        crate::metrics::register(&self.config);
 
         let router = RouterActor::with_topology(
             names.clone(),

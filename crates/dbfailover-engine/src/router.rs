@@ -219,10 +219,14 @@ impl RouterActor {
     fn publish(&mut self, events: Vec<FailoverEvent>) {
         for event in events {
             tracing::info!(event = event.kind.name(), payload = ?event.kind, "failover event");
-            match event.kind {
-                EventKind::CacheUnavailable { .. } => self.store_available = false,
-                EventKind::CacheRestored {} => self.store_available = true,
-                _ => {}
+            let store_available = match event.kind {
+                EventKind::CacheUnavailable { .. } => Some(false),
+                EventKind::CacheRestored {} => Some(true),
+                _ => None,
+            };
+            if let Some(available) = store_available {
+                self.store_available = available;
+                crate::metrics::record_store_available(available);
             }
             // Nobody listening on the stream is fine; a receiver that lags hears `Lagged`.
             let _ = self.stream.send(event.clone());
@@ -342,6 +346,10 @@ impl Actor for RouterActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Listeners may be slow; a large mailbox keeps the router from blocking on them.
         ctx.set_mailbox_capacity(1024);
+        // What is true before the first check: the active connection, and a store presumed to answer
+        // until an operation on it fails.
+        crate::metrics::record_active(self.router.names(), self.router.active_node(), false);
+        crate::metrics::record_store_available(self.store_available);
     }
 }
 

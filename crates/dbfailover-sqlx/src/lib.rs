@@ -10,6 +10,7 @@
 //! - [`error`]: the error types.
 
 pub mod error;
+mod metrics;
 pub mod probe;
 pub mod routed;
 

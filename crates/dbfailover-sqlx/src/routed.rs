@@ -1,6 +1,7 @@
 //! The routed handle: the active database's `sqlx` pool, or at once the limited-mode error.
 
 use crate::error::RoutedError;
+use crate::metrics::PoolMetrics;
 use dbfailover_core::config::ReadPicker;
 use dbfailover_core::{ActiveRole, Config, RoleNames};
 use dbfailover_engine::{ActiveSnapshot, FailoverHandle, SharedActive};
@@ -118,6 +119,7 @@ pub struct RoutedPool<DB: Database> {
     read_picker: ReadPicker,
     next_read: AtomicUsize,
     query_deadline: Option<Duration>,
+    metrics: PoolMetrics,
 }
 
 /// What a connection serves: the write route, or the read route.
@@ -187,6 +189,7 @@ impl<DB: Database> RoutedPool<DB> {
     pub fn with_pools(engine: FailoverHandle, pools: Vec<Pool<DB>>) -> Self {
         let shared = engine.shared_active();
         let seen_epoch = AtomicU64::new(shared.load().epoch);
+        let metrics = PoolMetrics::new(engine.names());
         Self {
             engine,
             shared,
@@ -196,6 +199,7 @@ impl<DB: Database> RoutedPool<DB> {
             read_picker: ReadPicker::RoundRobin,
             next_read: AtomicUsize::new(0),
             query_deadline: None,
+            metrics,
         }
     }
 
@@ -345,9 +349,11 @@ impl<DB: Database> RoutedPool<DB> {
     /// A connection for reads ([`RoutedPool::read_route`]), bounded by the pool's acquire timeout; a
     /// connection error is reported to the engine for a fast recheck.
     pub async fn acquire_read(&self) -> Result<RoutedConnection<DB>, RoutedError> {
-        let route = self.read_route()?;
+        let route = self.read_route().inspect_err(|_| self.metrics.limited())?;
         let (node, epoch) = (route.node, route.epoch);
-        let connection = self.observe(node, route.pool.acquire().await)?;
+        let acquired = route.pool.acquire().await;
+        self.metrics.acquired(node, acquired.is_ok());
+        let connection = self.observe(node, acquired)?;
         Ok(RoutedConnection {
             connection,
             node,
@@ -378,7 +384,7 @@ impl<DB: Database> RoutedPool<DB> {
     /// routing switches while an acquisition waits, it is abandoned and made again on the new route.
     pub async fn acquire(&self) -> Result<RoutedConnection<DB>, RoutedError> {
         loop {
-            let route = self.route()?;
+            let route = self.route().inspect_err(|_| self.metrics.limited())?;
             let (node, epoch) = (route.node, route.epoch);
             let mut acquire = std::pin::pin!(route.pool.acquire());
             // The common case: an idle connection is there; no timer is armed for it.
@@ -389,6 +395,7 @@ impl<DB: Database> RoutedPool<DB> {
                 std::task::Poll::Pending => self.wait_for(acquire, node, epoch).await,
             };
             if let Some(result) = result {
+                self.metrics.acquired(node, result.is_ok());
                 let connection = self.observe(node, result)?;
                 return Ok(RoutedConnection {
                     connection,
@@ -497,14 +504,18 @@ impl<DB: Database> RoutedPool<DB> {
                 drop(connection.into_inner().detach());
                 let to = names.node_name(self.snapshot().node).to_owned();
                 tracing::warn!(from = %from, to = %to, "work released at the switch");
-                Err(RoutedError::Switched { from, to })
+                let error = RoutedError::Switched { from, to };
+                self.metrics.error(node, &error);
+                Err(error)
             }
             Guarded::Deadline => {
                 drop(connection.into_inner().detach());
-                Err(RoutedError::Deadline {
+                let error = RoutedError::Deadline {
                     connection: from,
                     deadline: limit.unwrap_or_default(),
-                })
+                };
+                self.metrics.error(node, &error);
+                Err(error)
             }
         }
     }
@@ -611,11 +622,13 @@ impl<DB: Database> RoutedPool<DB> {
                 // The engine may have stopped; the query's own error is what the caller needs.
                 let _ = self.engine.report_node_failure(Some(node));
             }
-            RoutedError::Database {
+            let error = RoutedError::Database {
                 connection: self.engine.names().node_name(Some(node)).to_owned(),
                 connection_error,
                 source,
-            }
+            };
+            self.metrics.error(node, &error);
+            error
         })
     }
 

@@ -210,7 +210,7 @@ pub fn get_metrics(addr: &str) -> String {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout set");
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
         .expect("request sent");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("response read");
