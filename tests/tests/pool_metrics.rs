@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use dbfailover::sqlx::sqlx::{self, Sqlite};
+use dbfailover::sqlx::{self, Sqlite};
 use dbfailover::{ActiveRole, Config, RoutedError, RoutedPool, Schedule};
 use dbfailover_tests::sqlite::SqliteDb;
 use metrics_exporter_prometheus::PrometheusBuilder;
