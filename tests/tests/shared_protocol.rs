@@ -23,6 +23,7 @@ fn state(url: String) -> StateSettings {
         prefix: PREFIX.into(),
         ttl: Duration::from_secs(30),
         timeout: Duration::from_millis(300),
+        ..StateSettings::default()
     }
 }
 

@@ -51,6 +51,7 @@ fn settings(
         prefix: "dbfailover_test".into(),
         ttl: Duration::from_secs(30),
         timeout: Duration::from_millis(300),
+        ..StateSettings::default()
     }
 }
 

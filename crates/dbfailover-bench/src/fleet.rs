@@ -69,6 +69,7 @@ async fn one(
         prefix: "bench".into(),
         ttl: Duration::from_secs(300),
         timeout: Duration::from_millis(500),
+        ..StateSettings::default()
     };
     let primary_up = Arc::new(AtomicBool::new(true));
     let checks = Arc::new(AtomicU64::new(0));
