@@ -369,9 +369,14 @@ impl RedisStore {
     }
 
     /// Runs `work` on the shared connection within the timeout; after an error or a timeout the
-    /// connection it used is dropped. Under Sentinel, an answer `READONLY` (the connection reached
-    /// a primary that was demoted since) drops the connection and runs `work` once more on a new
-    /// one, to the primary the Sentinels name now: a refused write wrote nothing.
+    /// connection it used is dropped. `work` runs once more, on a new connection, when the first
+    /// attempt failed in a way that says the connection is stale, not the store: the kept
+    /// connection was closed meanwhile (a restarted node, a client killed by Sentinel when it
+    /// reconfigured the node after a failover), or, under Sentinel, the node refused the write as
+    /// a replica (`READONLY`: a primary demoted since; the new connection asks the Sentinels for
+    /// the primary again). Neither wrote anything: a closed connection never got the command to
+    /// the node or lost its answer (then the retry finds its own write and answers a conflict,
+    /// which the protocol resolves like any other), and a refused write wrote nothing.
     async fn call<T, F, Fut>(&self, what: &str, work: F) -> Result<T, StoreError>
     where
         F: Fn(Connection) -> Fut,
@@ -381,17 +386,22 @@ impl RedisStore {
         let outcome = tokio::time::timeout(self.timeout, async {
             let mut retried = false;
             loop {
+                let reused = self.shared().current.is_some();
                 let (id, connection) = self.connection().await?;
                 match work(connection).await {
                     Ok(value) => return Ok(value),
                     Err(e) => {
                         self.drop_connection(id);
-                        if sentinel && !retried && is_readonly(&e) {
-                            tracing::warn!(
-                                store = %self.shown,
-                                "the node this store used is no primary any more (READONLY); \
-                                 asking Sentinel for the primary again"
-                            );
+                        let readonly = sentinel && is_readonly(&e);
+                        let stale = reused && (e.is_connection_dropped() || e.is_io_error());
+                        if !retried && (readonly || stale) {
+                            if readonly {
+                                tracing::warn!(
+                                    store = %self.shown,
+                                    "the node this store used is no primary any more \
+                                     (READONLY); asking Sentinel for the primary again"
+                                );
+                            }
                             retried = true;
                             continue;
                         }
@@ -887,5 +897,22 @@ mod tests {
         assert_eq!(store.prefix, "p");
         let error = store.error("load", "redis://:node-secret@h:1 refused");
         assert!(!error.to_string().contains("secret"), "{error}");
+    }
+
+    #[test]
+    fn a_replicas_refusal_is_told_apart() {
+        let refusal =
+            redis::parse_redis_value(b"-READONLY You can't write against a read only replica.\r\n")
+                .and_then(redis::Value::extract_error);
+        let refusal = refusal.err().unwrap_or_else(|| panic!("an error"));
+        assert!(is_readonly(&refusal), "{refusal:?}");
+        let scripted = redis::parse_redis_value(
+            b"-ERR Error running script: @user_script:1: READONLY You can't write against a read only replica.\r\n",
+        )
+        .and_then(redis::Value::extract_error);
+        assert!(scripted.err().is_some_and(|e| is_readonly(&e)));
+        let other = redis::parse_redis_value(b"-ERR unknown command\r\n")
+            .and_then(redis::Value::extract_error);
+        assert!(other.err().is_some_and(|e| !is_readonly(&e)));
     }
 }
