@@ -392,6 +392,23 @@ impl SentinelBed {
         self.sentinel_cli(0, &["SENTINEL", "FAILOVER", MASTER_NAME])
     }
 
+    /// How many bytes of the replication stream the first primary wrote that its replica has not
+    /// acknowledged (`master_repl_offset` minus the replica's `offset`, from the primary's
+    /// `INFO replication`): writes a promotion of the replica would lose.
+    pub fn unreplicated_bytes(&self) -> Option<i64> {
+        let info = cli(self.primary.port, REDIS_PASSWORD, &["INFO", "replication"]);
+        let field = |line: &str, name: &str| -> Option<i64> {
+            line.split(',')
+                .find_map(|kv| kv.trim().strip_prefix(name)?.parse().ok())
+        };
+        let primary = info.lines().find_map(|l| field(l, "master_repl_offset:"))?;
+        let replica = info
+            .lines()
+            .filter(|l| l.starts_with("slave0:"))
+            .find_map(|l| field(l, "offset="))?;
+        Some(primary - replica)
+    }
+
     /// kill -9 of the first primary.
     pub fn kill_primary(&mut self) {
         self.primary.kill9();

@@ -285,6 +285,14 @@ async fn sentinel_primary_killed_in_the_middle_of_a_database_failover_loses_no_d
     let restored = failover_through_a_store_failover(
         &state,
         || {
+            let lost = bed_ref
+                .unreplicated_bytes()
+                .expect("the primary's replication offsets");
+            println!("[sentinel] bytes acknowledged by the primary, never replicated: {lost}");
+            assert!(
+                lost > 0,
+                "the DOWN written meanwhile never reached the replica"
+            );
             bed_ref.kill_primary();
             let at = Instant::now();
             bed_ref.thaw_replica();
