@@ -78,12 +78,12 @@ return {ok = 'OK'}
 /// Where the data lives: one node, a primary that Sentinel names, or a Redis Cluster.
 enum Topology {
     /// One node at a URL.
-    Single(redis::Client),
+    Single(Box<redis::Client>),
     /// The primary the Sentinels name; asked again for each new connection.
     Sentinel(Arc<tokio::sync::Mutex<SentinelClient>>),
     /// A Redis Cluster; the client follows its slots and failovers.
     Cluster {
-        client: ClusterClient,
+        client: Box<ClusterClient>,
         nodes: Vec<String>,
     },
 }
@@ -180,7 +180,7 @@ impl RedisStore {
             redis::Client::open(url).map_err(|e| invalid(mask_password(&e.to_string())))?;
         Ok(Self::with(
             format!("redis {}", mask_password(url)),
-            Topology::Single(client),
+            Topology::Single(Box::new(client)),
             prefix.to_owned(),
             ttl,
             timeout,
@@ -220,6 +220,8 @@ impl RedisStore {
                 node = node.set_tls_mode(redis::TlsMode::Secure);
             }
         }
+        // The name is a `String` without the `redis-tls` feature, any `AsRef<str>` with it.
+        #[allow(clippy::unnecessary_to_owned)]
         let client = SentinelClient::build(
             sentinels.to_vec(),
             master_name.to_owned(),
@@ -272,7 +274,10 @@ impl RedisStore {
         })?;
         Ok(Self::with(
             format!("redis cluster {shown}"),
-            Topology::Cluster { client, nodes },
+            Topology::Cluster {
+                client: Box::new(client),
+                nodes,
+            },
             format!("{{{prefix}}}"),
             ttl,
             timeout,
@@ -613,14 +618,14 @@ fn nobody_listens(feed: &Feed) -> bool {
 
 /// Where a node subscriber connects: one node, or the primary the Sentinels name at each attempt.
 enum FeedSource {
-    Node(redis::Client),
+    Node(Box<redis::Client>),
     Sentinel(Arc<tokio::sync::Mutex<SentinelClient>>),
 }
 
 impl FeedSource {
     async fn client(&self) -> redis::RedisResult<redis::Client> {
         match self {
-            Self::Node(client) => Ok(client.clone()),
+            Self::Node(client) => Ok(client.as_ref().clone()),
             Self::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
         }
     }
