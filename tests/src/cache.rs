@@ -256,6 +256,15 @@ fn cli(port: u16, password: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// `total_commands_processed` of the node at `port` (0 if it does not answer).
+fn commands_processed(port: u16) -> u64 {
+    cli(port, REDIS_PASSWORD, &["INFO", "stats"])
+        .lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Waits until `ready()` holds, for at most `limit`.
 fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -392,6 +401,12 @@ impl SentinelBed {
         self.sentinel_cli(0, &["SENTINEL", "FAILOVER", MASTER_NAME])
     }
 
+    /// `total_commands_processed` of the primary the Sentinels name now (each call adds two: the
+    /// `AUTH` and the `INFO` of `redis-cli`).
+    pub fn primary_commands_processed(&self) -> u64 {
+        self.current_primary_port().map_or(0, commands_processed)
+    }
+
     /// How many bytes of the replication stream the first primary wrote that its replica has not
     /// acknowledged (`master_repl_offset` minus the replica's `offset`, from the primary's
     /// `INFO replication`): writes a promotion of the replica would lose.
@@ -514,6 +529,23 @@ impl ClusterBed {
                 cli(n.port, REDIS_PASSWORD, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
             })
         });
+    }
+
+    /// The sum of `total_commands_processed` over the running primaries, and how many they are
+    /// (each call adds two commands per node asked: the `AUTH` and the `INFO` of `redis-cli`, and
+    /// one `ROLE` each).
+    pub fn primaries_commands_processed(&self) -> (u64, usize) {
+        let primaries: Vec<u16> = self
+            .nodes
+            .iter()
+            .filter(|n| n.alive())
+            .filter(|n| cli(n.port, REDIS_PASSWORD, &["ROLE"]).starts_with("master"))
+            .map(|n| n.port)
+            .collect();
+        (
+            primaries.iter().map(|p| commands_processed(*p)).sum(),
+            primaries.len(),
+        )
     }
 
     /// The nodes' URLs, each with [`REDIS_PASSWORD`].
