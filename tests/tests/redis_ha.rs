@@ -395,6 +395,31 @@ async fn cluster_instances_agree_and_one_makes_each_transition() {
     );
 }
 
+/// A forced switch writes the fleet record and the target's record in one compare-and-set: on a
+/// cluster, one script on the shard of the deployment's hash tag. Every instance follows it.
+#[actix_rt::test]
+async fn cluster_forced_switches_reach_every_instance() {
+    let bed = ClusterBed::start();
+    let members = fleet(&cluster_settings(&bed), 3).await;
+    members[0].engine.force_failover().await.unwrap();
+    all_reach(&members, ActiveRole::Failover, Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(origins(&members, "SwitchedToFailoverConnection"), (1, 2));
+    let owner = bed.owner_of(&format!("{{{PREFIX}}}")).unwrap();
+    let fleet_record = bed.cli_at(owner, &["GET", &format!("{{{PREFIX}}}_fleet")]);
+    assert!(fleet_record.contains(" f pref="), "{fleet_record}");
+    members[2].engine.force_primary().await.unwrap();
+    all_reach(&members, ActiveRole::Primary, Duration::from_secs(2)).await;
+    for m in &members {
+        assert_eq!(
+            m.events.count("CacheUnavailable"),
+            0,
+            "{:?}",
+            m.events.names()
+        );
+    }
+}
+
 #[actix_rt::test]
 async fn cluster_disagreeing_instances_do_not_flap() {
     let bed = ClusterBed::start();
