@@ -1,8 +1,16 @@
 //! Redis (the `redis` client that deadpool-redis brings): the store for many instances.
 //!
-//! - **One connection.** Every call shares one multiplexed connection, opened on first use and
-//!   dropped after any error or timeout (the next call opens a new one), so a call costs Redis only
-//!   its own commands. Every call is bounded by the store timeout.
+//! - **Topology.** One node (`url`); the primary that Redis Sentinel names (`sentinels` +
+//!   `master_name`: asked for each new connection, its `ROLE` checked); or a Redis Cluster
+//!   (`cluster`: the cluster client, every key and the channel under the hash tag `{prefix}`, so all
+//!   of them live in one slot). The features `sentinel` and `cluster` of deadpool-redis bring the
+//!   `redis` crate's clients; no pool is used (a pooled connection costs an `UNWATCH` and a `PING`
+//!   each time it is handed out).
+//! - **One connection.** Every call shares one multiplexed connection (on a cluster, the cluster
+//!   client's connection), opened on first use and dropped after any error or timeout (the next
+//!   call opens a new one), so a call costs Redis only its own commands. Every call is bounded by
+//!   the store timeout. A call whose kept connection turns out closed, or (under Sentinel) reaches
+//!   a demoted primary (`READONLY`), runs once more on a new connection.
 //! - **Load** is one `MGET` of the record keys. A key holding another type than a string reads as
 //!   missing (as `MGET` answers it), and the script treats it the same way.
 //! - **Compare-and-set** is one Lua script for every record of the request: it reads each record
@@ -12,7 +20,9 @@
 //!   the script, then per record one `GET`, one `SET` (and two for the seed's keys), then one `PUBLISH`.
 //! - **Changes**: a subscriber task turns the notices into the engine's change feed
 //!   ([`parse_notice`]; anything else asks for a reload), reconnecting with a bounded backoff when
-//!   Redis goes away and asking for a reload after each reconnect; it ends when nobody listens.
+//!   Redis goes away and asking for a reload after each reconnect; it ends when nobody listens. On
+//!   a cluster the script publishes with `SPUBLISH` and the task listens with `SSUBSCRIBE` on a
+//!   RESP3 cluster connection, whose pushes arrive on a channel.
 
 use crate::StoreSetupError;
 use crate::keys::{self, SeedKeys, changes_channel, notice_payload, parse_notice};
