@@ -257,6 +257,15 @@ async fn failover_through_a_store_failover(
     all_reach(&members, ActiveRole::Primary, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(origins(&members, "PrimaryConnectionRestored"), (1, 2));
+    // The change feed came back too: a forced switch reaches the others by push (polling would
+    // take up to ten check intervals, 1 s).
+    members[0].engine.force_failover().await.unwrap();
+    let spread = all_reach(&members, ActiveRole::Failover, Duration::from_secs(5)).await;
+    println!(
+        "[{label}] a forced switch after the store's failover reached everyone within {:.1} ms",
+        spread.as_secs_f64() * 1000.0
+    );
+    assert!(spread < Duration::from_millis(100), "{spread:?}");
     restored
 }
 

@@ -711,10 +711,13 @@ impl Subscriber {
         }
     }
 
-    /// A cluster: `SSUBSCRIBE` on a RESP3 cluster connection whose pushes come on a channel. The
-    /// cluster client subscribes again by itself after a disconnection or a failover of the shard;
-    /// each (re)subscription after the first, and each disconnection, asks for a reload (notices
-    /// may have been missed meanwhile).
+    /// A cluster: `SSUBSCRIBE` on a RESP3 cluster connection whose pushes come on a channel. A
+    /// connection of it that drops (a node died: maybe the shard's primary, whose replica is being
+    /// promoted) or a subscription the server ends (the slot moved) ends this cluster connection:
+    /// a new one is built from the nodes' current slot map and subscribes on the shard's primary
+    /// now, again with a bounded backoff until the cluster has one. Each new subscription after the
+    /// first, and each subscription the client renews by itself, asks for a reload (notices may have
+    /// been missed meanwhile).
     async fn cluster_forever(self, nodes: Vec<String>) {
         let mut backoff = FIRST_BACKOFF;
         let mut first_attempt = true;
@@ -730,12 +733,13 @@ impl Subscriber {
                 Ok::<_, redis::RedisError>(connection)
             };
             match tokio::time::timeout(self.timeout, attempt).await {
-                Ok(Ok(_connection)) => {
+                Ok(Ok(connection)) => {
                     backoff = FIRST_BACKOFF;
-                    let mut subscribed = !first_attempt;
-                    if subscribed && !self.forward(Notice::Resync) {
+                    if !first_attempt && !self.forward(Notice::Resync) {
                         return;
                     }
+                    // The confirmation of this connection's own subscription.
+                    let mut confirmed = false;
                     while let Some(push) = received.recv().await {
                         let notice = match push.kind {
                             redis::PushKind::SMessage => push
@@ -746,20 +750,25 @@ impl Subscriber {
                                     _ => None,
                                 })
                                 .unwrap_or(Notice::Resync),
-                            redis::PushKind::SSubscribe if !subscribed => {
-                                subscribed = true;
+                            redis::PushKind::SSubscribe if !confirmed => {
+                                confirmed = true;
                                 continue;
                             }
-                            redis::PushKind::SSubscribe
-                            | redis::PushKind::SUnsubscribe
-                            | redis::PushKind::Disconnection => Notice::Resync,
+                            redis::PushKind::SSubscribe => Notice::Resync,
+                            redis::PushKind::SUnsubscribe | redis::PushKind::Disconnection => {
+                                break;
+                            }
                             _ => continue,
                         };
                         if !self.forward(notice) {
                             return;
                         }
                     }
-                    tracing::warn!(store = %self.shown, "redis change feed lost; reconnecting");
+                    drop(connection);
+                    tracing::warn!(
+                        store = %self.shown,
+                        "redis change feed: a cluster node went away; subscribing again"
+                    );
                 }
                 Ok(Err(error)) => tracing::debug!(
                     store = %self.shown,
