@@ -429,6 +429,16 @@ impl SentinelBed {
         self.primary.kill9();
     }
 
+    /// SIGSTOP of the first primary: it keeps its connections and answers nothing.
+    pub fn freeze_primary(&self) {
+        self.primary.signal("STOP");
+    }
+
+    /// SIGCONT of the first primary.
+    pub fn thaw_primary(&self) {
+        self.primary.signal("CONT");
+    }
+
     /// SIGSTOP of the replica: it receives nothing more from the primary until [`Self::thaw_replica`].
     pub fn freeze_replica(&self) {
         self.replica.signal("STOP");

@@ -183,13 +183,15 @@ async fn disagreement_does_not_flap(state: &StateSettings) {
     }
 }
 
-/// After the store's own failover (started by `fail_store`, which answers when it started): every
-/// member already on the failover database, `CacheUnavailable` and `CacheRestored` once each, no
-/// switch back, the DOWN in the store again, and the next transition shared again. Answers the time
-/// from the store's failure to each member's `CacheRestored`.
+/// After the store's own failover (started by `fail_store`, which answers when it started; `heal`
+/// runs once every member saw `CacheRestored`): every member already on the failover database,
+/// `CacheUnavailable` and `CacheRestored` once each, no switch back, the DOWN in the store again,
+/// and the next transition shared again. Answers the time from the store's failure to each
+/// member's `CacheRestored`.
 async fn failover_through_a_store_failover(
     state: &StateSettings,
     fail_store: impl FnOnce() -> Instant,
+    heal: impl FnOnce(),
     label: &str,
 ) -> Vec<Duration> {
     let members = fleet(state, 3).await;
@@ -224,7 +226,8 @@ async fn failover_through_a_store_failover(
             .map(|d| format!("{:.0} ms", d.as_secs_f64() * 1000.0))
             .collect::<Vec<_>>()
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    heal();
+    tokio::time::sleep(Duration::from_secs(3)).await;
     for m in &members {
         let names = m.events.names();
         assert_eq!(m.events.count("CacheUnavailable"), 1, "{names:?}");
@@ -307,6 +310,7 @@ async fn sentinel_primary_killed_in_the_middle_of_a_database_failover_loses_no_d
             bed_ref.thaw_replica();
             at
         },
+        || {},
         "sentinel",
     )
     .await;
@@ -314,6 +318,33 @@ async fn sentinel_primary_killed_in_the_middle_of_a_database_failover_loses_no_d
     assert_eq!(bed.current_primary_port(), Some(replica_port));
     assert!(bed.replica_cli(&["ROLE"]).starts_with("master"));
     assert!(restored.iter().all(|d| *d < Duration::from_secs(15)));
+}
+
+/// Two primaries at once: the Redis primary hangs (SIGSTOP) in the middle of a database failover,
+/// Sentinel promotes the replica, then the old primary answers again, still a primary with its own
+/// data, until the Sentinels demote it. The instances follow the Sentinels, switch nothing, and
+/// the old primary ends a replica of the new one.
+#[actix_rt::test]
+async fn sentinel_primary_hung_then_back_beside_the_promoted_replica_switches_nothing() {
+    let bed = SentinelBed::start();
+    let state = sentinel_settings(&bed);
+    let (old, replica) = bed.ports();
+    failover_through_a_store_failover(
+        &state,
+        || {
+            bed.freeze_primary();
+            Instant::now()
+        },
+        || bed.thaw_primary(),
+        "sentinel, hung primary",
+    )
+    .await;
+    assert_eq!(bed.current_primary_port(), Some(replica));
+    let limit = Instant::now() + Duration::from_secs(20);
+    while !bed.node_cli(old, &["ROLE"]).starts_with("slave") {
+        assert!(Instant::now() < limit, "the old primary was not demoted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A planned switchover (`SENTINEL FAILOVER`) while a fleet routes to the failover database: the
@@ -450,6 +481,7 @@ async fn cluster_slot_owner_killed_in_the_middle_of_a_database_failover_loses_no
             bed_ref.kill(owner);
             Instant::now()
         },
+        || {},
         "cluster",
     )
     .await;

@@ -89,8 +89,14 @@ return {ok = 'OK'}
 enum Topology {
     /// One node at a URL.
     Single(Box<redis::Client>),
-    /// The primary the Sentinels name; asked again for each new connection.
-    Sentinel(Arc<tokio::sync::Mutex<SentinelClient>>),
+    /// The primary the Sentinels name; asked again for each new connection. The address of the
+    /// primary the latest connection reached is published to the change feed, which subscribes
+    /// again when it moves (a subscription can outlive its node's role silently: a primary that
+    /// hung and came back).
+    Sentinel(
+        Arc<tokio::sync::Mutex<SentinelClient>>,
+        Arc<tokio::sync::watch::Sender<String>>,
+    ),
     /// A Redis Cluster; the client follows its slots and failovers.
     Cluster {
         client: Box<ClusterClient>,
@@ -245,7 +251,10 @@ impl RedisStore {
         })?;
         Ok(Self::with(
             format!("redis sentinel {master_name} via {shown}"),
-            Topology::Sentinel(Arc::new(tokio::sync::Mutex::new(client))),
+            Topology::Sentinel(
+                Arc::new(tokio::sync::Mutex::new(client)),
+                Arc::new(tokio::sync::watch::Sender::new(String::new())),
+            ),
             prefix.to_owned(),
             ttl,
             timeout,
@@ -333,13 +342,22 @@ impl RedisStore {
                 .get_multiplexed_async_connection_with_config(&config)
                 .await
                 .map(Connection::Node),
-            Topology::Sentinel(sentinel) => {
+            Topology::Sentinel(sentinel, primary) => {
                 // Asks the Sentinels for the primary and checks its role (ROLE) before use.
                 let client = sentinel.lock().await.async_get_client().await?;
-                client
+                let connection = client
                     .get_multiplexed_async_connection_with_config(&config)
                     .await
-                    .map(Connection::Node)
+                    .map(Connection::Node)?;
+                let address = client.get_connection_info().addr().to_string();
+                primary.send_if_modified(|current| {
+                    let moved = *current != address;
+                    if moved {
+                        current.clone_from(&address);
+                    }
+                    moved
+                });
+                Ok(connection)
             }
             Topology::Cluster { client, .. } => {
                 client.get_async_connection().await.map(Connection::Cluster)
@@ -397,7 +415,7 @@ impl RedisStore {
         F: Fn(Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let sentinel = matches!(self.topology, Topology::Sentinel(_));
+        let sentinel = matches!(self.topology, Topology::Sentinel(..));
         let outcome = tokio::time::timeout(self.timeout, async {
             let mut retried = false;
             loop {
@@ -597,8 +615,11 @@ impl StateStore for RedisStore {
             Topology::Single(client) => {
                 runtime.spawn(subscriber.node_forever(FeedSource::Node(client.clone())));
             }
-            Topology::Sentinel(sentinel) => {
-                runtime.spawn(subscriber.node_forever(FeedSource::Sentinel(Arc::clone(sentinel))));
+            Topology::Sentinel(sentinel, primary) => {
+                runtime.spawn(subscriber.node_forever(FeedSource::Sentinel(
+                    Arc::clone(sentinel),
+                    primary.subscribe(),
+                )));
             }
             Topology::Cluster { nodes, .. } => {
                 runtime.spawn(subscriber.cluster_forever(nodes.clone()));
@@ -626,17 +647,39 @@ fn nobody_listens(feed: &Feed) -> bool {
     idle
 }
 
-/// Where a node subscriber connects: one node, or the primary the Sentinels name at each attempt.
+/// Where a node subscriber connects: one node, or the primary the Sentinels name at each attempt
+/// (with the address of the primary the store's calls reach, to follow it).
 enum FeedSource {
     Node(Box<redis::Client>),
-    Sentinel(Arc<tokio::sync::Mutex<SentinelClient>>),
+    Sentinel(
+        Arc<tokio::sync::Mutex<SentinelClient>>,
+        tokio::sync::watch::Receiver<String>,
+    ),
 }
 
 impl FeedSource {
     async fn client(&self) -> redis::RedisResult<redis::Client> {
         match self {
             Self::Node(client) => Ok(client.as_ref().clone()),
-            Self::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
+            Self::Sentinel(sentinel, _) => sentinel.lock().await.async_get_client().await,
+        }
+    }
+
+    /// Resolves once the store's calls reach another primary than `subscribed_on`; never for one
+    /// node.
+    async fn primary_moved(&mut self, subscribed_on: &str) {
+        match self {
+            Self::Node(_) => std::future::pending().await,
+            Self::Sentinel(_, primary) => {
+                let moved = primary
+                    .wait_for(|current| !current.is_empty() && current != subscribed_on)
+                    .await
+                    .is_ok();
+                if !moved {
+                    // The store is gone: nothing will move any more.
+                    std::future::pending::<()>().await;
+                }
+            }
         }
     }
 }
@@ -665,26 +708,41 @@ impl Subscriber {
 
     /// One node (or the Sentinels' primary): `SUBSCRIBE`, reconnecting with a bounded backoff, a
     /// reload asked after each reconnect.
-    async fn node_forever(self, source: FeedSource) {
+    async fn node_forever(self, mut source: FeedSource) {
         use futures_util::StreamExt;
+        use futures_util::future::{Either, select};
         let mut backoff = FIRST_BACKOFF;
         let mut first_attempt = true;
         loop {
             let attempt = async {
                 let client = source.client().await?;
+                let address = client.get_connection_info().addr().to_string();
                 let mut pubsub = client.get_async_pubsub().await?;
                 pubsub.subscribe(&self.channel).await?;
-                Ok::<_, redis::RedisError>(pubsub)
+                Ok::<_, redis::RedisError>((pubsub, address))
             };
             match tokio::time::timeout(self.timeout, attempt).await {
-                Ok(Ok(pubsub)) => {
+                Ok(Ok((pubsub, address))) => {
                     backoff = FIRST_BACKOFF;
                     // Notices published while there was no subscription were missed: reload.
                     if !first_attempt && !self.forward(Notice::Resync) {
                         return;
                     }
                     let mut messages = pubsub.into_on_message();
-                    while let Some(message) = messages.next().await {
+                    loop {
+                        let next = messages.next();
+                        let moved = source.primary_moved(&address);
+                        let message = match select(next, Box::pin(moved)).await {
+                            Either::Left((Some(message), _)) => message,
+                            Either::Left((None, _)) => break,
+                            Either::Right(((), _)) => {
+                                tracing::info!(
+                                    store = %self.shown,
+                                    "redis change feed: the primary moved; subscribing again"
+                                );
+                                break;
+                            }
+                        };
                         let notice =
                             parse_notice(message.get_payload_bytes()).unwrap_or(Notice::Resync);
                         if !self.forward(notice) {
