@@ -199,7 +199,11 @@ struct RedisProcess {
 impl RedisProcess {
     /// Starts `redis-server` with `args` on a free port (`--port` is added) and waits for the port.
     fn start(args: &[String]) -> Self {
-        let port = free_port();
+        Self::start_on(free_port(), args)
+    }
+
+    /// Starts `redis-server` with `args` on `port` and waits for the port.
+    fn start_on(port: u16, args: &[String]) -> Self {
         let child = Command::new("redis-server")
             .args(args)
             .args(["--port", &port.to_string()])
@@ -244,6 +248,21 @@ impl Drop for RedisProcess {
         self.signal("CONT");
         self.kill9();
     }
+}
+
+/// A free port for a cluster node: its cluster bus listens 10000 higher, so that one must be free
+/// too (and exist: Redis refuses a port above 55535 in cluster mode).
+fn free_cluster_port() -> u16 {
+    let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+    for _ in 0..1000 {
+        let port = free_port();
+        if port <= 55535 && free(port + 10000) {
+            return port;
+        }
+    }
+    (20000..=55535)
+        .find(|p| free(*p) && free(p + 10000))
+        .unwrap_or_else(|| panic!("no free port pair for a cluster node"))
 }
 
 /// `redis-cli -p port -a password args...`; answers its output.
@@ -497,7 +516,7 @@ impl ClusterBed {
                     .map(|s| (*s).to_owned()),
                 );
                 args.push(format!("nodes-{i}-{}.conf", std::process::id()));
-                RedisProcess::start(&args)
+                RedisProcess::start_on(free_cluster_port(), &args)
             })
             .collect();
         let addresses: Vec<String> = nodes
