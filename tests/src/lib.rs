@@ -2,7 +2,8 @@
 //!
 //! ## Layout
 //! - [`sqlite`]: SQLite database files in a temporary folder that can be moved away and back.
-//! - [`cache`]: real Redis and memcached servers on free loopback ports.
+//! - [`cache`]: real Redis and memcached servers on free loopback ports; Redis under Sentinel
+//!   (primary, replica, three Sentinels) and a Redis Cluster of three primaries and three replicas.
 //! - [`events`]: an actor collecting the events a test's engine publishes.
 //! - [`probe`]: a scripted probe, up or refusing as a flag says.
 //! - [`proxy`]: a TCP proxy a test can cut (a partition between one client and a server).

@@ -1,24 +1,106 @@
 //! The fleet benchmark: N engines (in this process, each with its own Redis client) sharing one real
 //! Redis, checking scripted probes. Measures the Redis commands per check (the growth of Redis's
-//! `total_commands_processed` over the checks all engines ran) in steady state and under a flapping
-//! primary, and the spread between the first and the last engine to switch.
+//! `total_commands_processed` over the checks all engines ran, less what the servers did without
+//! any engine) in steady state and under a flapping primary, and the spread between the first and
+//! the last engine to switch. The Redis is one node, a primary with a replica under three
+//! Sentinels (commands counted on the primary), or a cluster of three primaries and three replicas
+//! (commands summed over the primaries).
 
-use dbfailover::core::{StateSettings, StoreKind};
+use dbfailover::core::{RedisNodes, StateSettings, StoreKind};
 use dbfailover::engine::FnProbe;
 use dbfailover::{
     ActiveRole, Config, DatabaseUrl, FailoverHandle, FailoverSystem, ProbeError, ProbeReport,
     Schedule,
 };
-use dbfailover_tests::cache::{CacheKind, CacheServer};
+use dbfailover_tests::cache::{CacheKind, CacheServer, ClusterBed, MASTER_NAME, SentinelBed};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Where the shared Redis runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Topology {
+    /// One node.
+    Single,
+    /// A primary and a replica under three Sentinels.
+    Sentinel,
+    /// Three primaries and three replicas.
+    Cluster,
+}
+
+impl std::str::FromStr for Topology {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "single" => Ok(Self::Single),
+            "sentinel" => Ok(Self::Sentinel),
+            "cluster" => Ok(Self::Cluster),
+            other => Err(format!(
+                "unknown topology `{other}` (single, sentinel, cluster)"
+            )),
+        }
+    }
+}
+
+/// A running Redis of one topology.
+enum Bed {
+    Single(CacheServer),
+    Sentinel(Box<SentinelBed>),
+    Cluster(Box<ClusterBed>),
+}
+
+impl Bed {
+    fn start(topology: Topology) -> Self {
+        match topology {
+            Topology::Single => Self::Single(CacheServer::start(CacheKind::Redis)),
+            Topology::Sentinel => Self::Sentinel(Box::new(SentinelBed::start())),
+            Topology::Cluster => Self::Cluster(Box::new(ClusterBed::start())),
+        }
+    }
+
+    /// The `[state]` settings that reach it.
+    fn state(&self) -> Result<StateSettings, String> {
+        let url = |u: &str| DatabaseUrl::parse(u).map_err(|e| e.to_string());
+        let nodes = |urls: Vec<String>| -> Result<RedisNodes, String> {
+            urls.iter()
+                .map(|u| url(u))
+                .collect::<Result<Vec<_>, _>>()
+                .map(RedisNodes::from)
+        };
+        let mut state = StateSettings::default();
+        state.store = StoreKind::Redis;
+        state.prefix = "bench".into();
+        state.ttl = Duration::from_secs(300);
+        state.timeout = Duration::from_millis(500);
+        match self {
+            Self::Single(redis) => state.url = Some(url(&redis.url())?),
+            Self::Sentinel(bed) => {
+                state.sentinels = nodes(bed.sentinel_urls())?;
+                state.master_name = Some(MASTER_NAME.into());
+                state.node_auth = Some(url(&bed.node_auth())?);
+            }
+            Self::Cluster(bed) => state.cluster = nodes(bed.urls())?,
+        }
+        Ok(state)
+    }
+
+    /// Commands processed so far by the primaries.
+    fn commands(&self) -> u64 {
+        match self {
+            Self::Single(redis) => commands(redis),
+            Self::Sentinel(bed) => bed.primary_commands_processed(),
+            Self::Cluster(bed) => bed.primaries_commands_processed().0,
+        }
+    }
+}
+
 /// One fleet size's results.
 #[derive(Debug, serde::Serialize)]
 struct Row {
+    topology: Topology,
     instances: usize,
     steady_commands_per_check: f64,
     flapping_commands_per_check: f64,
@@ -56,18 +138,20 @@ async fn all_reach(engines: &[FailoverHandle], role: ActiveRole) -> Result<f64, 
 }
 
 async fn one(
+    topology: Topology,
     size: usize,
     interval: Duration,
     steady: Duration,
     flaps: usize,
 ) -> Result<Row, String> {
-    let redis = CacheServer::start(CacheKind::Redis);
-    let mut state = StateSettings::default();
-    state.store = StoreKind::Redis;
-    state.url = Some(DatabaseUrl::parse(&redis.url()).map_err(|e| e.to_string())?);
-    state.prefix = "bench".into();
-    state.ttl = Duration::from_secs(300);
-    state.timeout = Duration::from_millis(500);
+    let redis = Bed::start(topology);
+    let state = redis.state()?;
+    // What the servers do without any engine (Sentinels' and replicas' own commands, and the
+    // measurement's `redis-cli` calls), per second.
+    const BASELINE: Duration = Duration::from_secs(3);
+    let b0 = redis.commands();
+    tokio::time::sleep(BASELINE).await;
+    let background = (redis.commands() - b0) as f64 / BASELINE.as_secs_f64();
     let primary_up = Arc::new(AtomicBool::new(true));
     let checks = Arc::new(AtomicU64::new(0));
     let probe = |up: Option<Arc<AtomicBool>>| {
@@ -113,27 +197,32 @@ async fn one(
     }
     tokio::time::sleep(interval * 6).await;
 
-    // Steady state. (Each `INFO` through redis-cli is two commands: AUTH and INFO.)
-    let (c0, k0) = (commands(&redis), checks.load(Ordering::Relaxed));
+    // Steady state.
+    let (c0, k0) = (redis.commands(), checks.load(Ordering::Relaxed));
     tokio::time::sleep(steady).await;
-    let (c1, k1) = (commands(&redis), checks.load(Ordering::Relaxed));
-    let steady_per_check = (c1 - c0 - 2) as f64 / (k1 - k0).max(1) as f64;
+    let (c1, k1) = (redis.commands(), checks.load(Ordering::Relaxed));
+    let engines_only =
+        |c: u64, took: Duration| (c as f64 - background * took.as_secs_f64()).max(0.0);
+    let steady_per_check = engines_only(c1 - c0, steady) / (k1 - k0).max(1) as f64;
 
     // Flapping: down until every engine switched, up until every engine switched back.
     let mut spreads = Vec::new();
-    let (c2, k2) = (commands(&redis), checks.load(Ordering::Relaxed));
+    let flapping_from = Instant::now();
+    let (c2, k2) = (redis.commands(), checks.load(Ordering::Relaxed));
     for _ in 0..flaps {
         primary_up.store(false, Ordering::Relaxed);
         spreads.push(all_reach(&engines, ActiveRole::Failover).await?);
         primary_up.store(true, Ordering::Relaxed);
         spreads.push(all_reach(&engines, ActiveRole::Primary).await?);
     }
-    let (c3, k3) = (commands(&redis), checks.load(Ordering::Relaxed));
-    let flapping_per_check = (c3 - c2 - 2) as f64 / (k3 - k2).max(1) as f64;
+    let (c3, k3) = (redis.commands(), checks.load(Ordering::Relaxed));
+    let flapping_per_check =
+        engines_only(c3 - c2, flapping_from.elapsed()) / (k3 - k2).max(1) as f64;
     for engine in engines {
         drop(engine);
     }
     Ok(Row {
+        topology,
         instances: size,
         steady_commands_per_check: steady_per_check,
         flapping_commands_per_check: flapping_per_check,
@@ -225,6 +314,7 @@ fn svg(rows: &[Row]) -> String {
 }
 
 pub(crate) fn run(
+    topologies: &[Topology],
     sizes: &[usize],
     interval_ms: u64,
     steady_secs: u64,
@@ -235,18 +325,27 @@ pub(crate) fn run(
     let interval = Duration::from_millis(interval_ms);
     let system = actix::System::new();
     let mut rows = Vec::new();
-    for &size in sizes {
-        let row = system.block_on(one(size, interval, Duration::from_secs(steady_secs), flaps))?;
-        println!(
-            "{:>4} instances: {:.2} commands/check steady, {:.2} flapping; switch spread median {:.1} ms, max {:.1} ms; CacheUnavailable {}",
-            row.instances,
-            row.steady_commands_per_check,
-            row.flapping_commands_per_check,
-            median(&row.switch_spread_ms),
-            row.switch_spread_ms.iter().copied().fold(0.0, f64::max),
-            row.unavailable_events
-        );
-        rows.push(row);
+    for &topology in topologies {
+        for &size in sizes {
+            let row = system.block_on(one(
+                topology,
+                size,
+                interval,
+                Duration::from_secs(steady_secs),
+                flaps,
+            ))?;
+            println!(
+                "{:>8?} {:>4} instances: {:.2} commands/check steady, {:.2} flapping; switch spread median {:.1} ms, max {:.1} ms; CacheUnavailable {}",
+                row.topology,
+                row.instances,
+                row.steady_commands_per_check,
+                row.flapping_commands_per_check,
+                median(&row.switch_spread_ms),
+                row.switch_spread_ms.iter().copied().fold(0.0, f64::max),
+                row.unavailable_events
+            );
+            rows.push(row);
+        }
     }
     if let Some(parent) = json.parent() {
         std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
@@ -256,6 +355,12 @@ pub(crate) fn run(
         serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
-    std::fs::write(plot, svg(&rows)).map_err(|e| e.to_string())?;
+    let single: Vec<Row> = rows
+        .into_iter()
+        .filter(|r| r.topology == Topology::Single)
+        .collect();
+    if !single.is_empty() {
+        std::fs::write(plot, svg(&single)).map_err(|e| e.to_string())?;
+    }
     Ok(())
 }

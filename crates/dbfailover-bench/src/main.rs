@@ -6,7 +6,8 @@
 //! - `actor.rs`: `GetActiveConnection` round trips from another thread, 1 and 64 concurrent callers.
 //! - `overhead.rs`: a real `SELECT 1` through the routed pool beside a plain pool.
 //! - `soak.rs`: 10,000 transitions in virtual time, and a real flapping server: memory and tasks.
-//! - `fleet.rs`: N engines on one real Redis: Redis commands per check and switch spread, 1 to 100.
+//! - `fleet.rs`: N engines on one real Redis (one node, under Sentinel, or a cluster): Redis
+//!   commands per check and switch spread, 1 to 100.
 //! - `plot.rs`: the SVG of the failover window.
 //!
 //! Run it with `scripts/bench` (see `docs/benchmarks.md`).
@@ -73,6 +74,10 @@ enum Command {
     },
     /// N engines sharing one real Redis: commands per check and switch spread for each fleet size.
     Fleet {
+        /// Where Redis runs: `single` (one node), `sentinel` (a primary and a replica under three
+        /// Sentinels), `cluster` (three primaries, three replicas).
+        #[arg(long, value_delimiter = ',', default_value = "single,sentinel,cluster")]
+        topologies: Vec<fleet::Topology>,
         /// Fleet sizes.
         #[arg(long, value_delimiter = ',', default_value = "1,10,30,100")]
         sizes: Vec<usize>,
@@ -115,13 +120,22 @@ fn main() -> std::process::ExitCode {
         } => failover::run(reps, &databases, &clients, &json, &svg),
         Command::Actor { calls } => actor::run(calls),
         Command::Fleet {
+            topologies,
             sizes,
             interval_ms,
             steady_secs,
             flaps,
             json,
             svg,
-        } => fleet::run(&sizes, interval_ms, steady_secs, flaps, &json, &svg),
+        } => fleet::run(
+            &topologies,
+            &sizes,
+            interval_ms,
+            steady_secs,
+            flaps,
+            &json,
+            &svg,
+        ),
         Command::Overhead { rounds, per_round } => overhead::run(rounds, per_round),
         Command::Soak {
             transitions,

@@ -83,6 +83,21 @@ pub struct StateSettings {
     /// The store's URL, for `redis` and `memcached`; shown with the password masked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<DatabaseUrl>,
+    /// Redis under Sentinel (instead of `url`): the Sentinels' URLs (`redis://[:password@]host:26379`,
+    /// each with the Sentinel's own AUTH). Needs `master_name`.
+    #[serde(skip_serializing_if = "RedisNodes::is_empty")]
+    pub sentinels: RedisNodes,
+    /// Redis under Sentinel: the name Sentinel monitors the primary under (`sentinel monitor NAME`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_name: Option<String>,
+    /// Redis under Sentinel: the AUTH (user, password) and database of the data nodes, as a URL
+    /// `redis://[user]:password@host/db` whose host is not used (Sentinel names the primary).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_auth: Option<DatabaseUrl>,
+    /// Redis Cluster (instead of `url`): some of the cluster's nodes (`redis://[:password@]host:port`);
+    /// the rest is discovered. Every key of the deployment then shares the hash tag `{prefix}`.
+    #[serde(skip_serializing_if = "RedisNodes::is_empty")]
+    pub cluster: RedisNodes,
     /// The state file, for `file`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<std::path::PathBuf>,
@@ -101,11 +116,66 @@ impl Default for StateSettings {
         Self {
             store: StoreKind::Memory,
             url: None,
+            sentinels: RedisNodes::default(),
+            master_name: None,
+            node_auth: None,
+            cluster: RedisNodes::default(),
             path: None,
             prefix: "dynamic_db_failover_status".into(),
             ttl: Duration::from_secs(300),
             timeout: Duration::from_millis(500),
         }
+    }
+}
+
+/// A list of Redis nodes (Sentinels, or cluster nodes): a TOML list of URLs, or (from the
+/// environment) URLs separated by commas. Shown with passwords masked.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RedisNodes(Vec<DatabaseUrl>);
+
+impl RedisNodes {
+    /// The URLs, in order.
+    pub fn urls(&self) -> &[DatabaseUrl] {
+        &self.0
+    }
+
+    /// Whether the list is empty (the setting is not used).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<Vec<DatabaseUrl>> for RedisNodes {
+    fn from(urls: Vec<DatabaseUrl>) -> Self {
+        Self(urls)
+    }
+}
+
+impl<'de> Deserialize<'de> for RedisNodes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NodesVisitor;
+        impl<'de> Visitor<'de> for NodesVisitor {
+            type Value = RedisNodes;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of redis:// URLs, or URLs separated by commas")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<RedisNodes, E> {
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(|t| DatabaseUrl::parse(t).map_err(E::custom))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(RedisNodes)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RedisNodes, A::Error> {
+                let mut urls = Vec::new();
+                while let Some(url) = seq.next_element::<DatabaseUrl>()? {
+                    urls.push(url);
+                }
+                Ok(RedisNodes(urls))
+            }
+        }
+        deserializer.deserialize_any(NodesVisitor)
     }
 }
 
@@ -722,7 +792,10 @@ impl Config {
 impl Config {
     fn validate_state(&self) -> Result<(), ConfigError> {
         let s = &self.state;
+        validate_redis_topology(s)?;
         match s.store {
+            StoreKind::Redis
+                if s.url.is_none() && !(s.sentinels.is_empty() && s.cluster.is_empty()) => {}
             StoreKind::Redis | StoreKind::Memcached => {
                 let Some(url) = &s.url else {
                     return Err(ConfigError::invalid(
@@ -787,6 +860,114 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The Redis topology settings: `url`, `sentinels` + `master_name` (+ `node_auth`) and `cluster`
+/// exclude each other, name only `redis`/`rediss` URLs, and are for the `redis` store only.
+fn validate_redis_topology(s: &StateSettings) -> Result<(), ConfigError> {
+    let shown = |nodes: &RedisNodes| {
+        nodes
+            .urls()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let given: Vec<(&str, String)> = [
+        s.url.as_ref().map(|u| ("state.url", u.to_string())),
+        (!s.sentinels.is_empty()).then(|| ("state.sentinels", shown(&s.sentinels))),
+        (!s.cluster.is_empty()).then(|| ("state.cluster", shown(&s.cluster))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if s.store != StoreKind::Redis {
+        let redis_only = [
+            (!s.sentinels.is_empty()).then(|| ("state.sentinels", shown(&s.sentinels))),
+            (!s.cluster.is_empty()).then(|| ("state.cluster", shown(&s.cluster))),
+            s.master_name.clone().map(|n| ("state.master_name", n)),
+            s.node_auth
+                .as_ref()
+                .map(|u| ("state.node_auth", u.to_string())),
+        ];
+        if let Some((key, value)) = redis_only.into_iter().flatten().next() {
+            return Err(ConfigError::invalid(
+                key,
+                value,
+                format!("only the redis store takes it (store is {})", s.store),
+            ));
+        }
+        return Ok(());
+    }
+    if let [(first, value), (second, _), ..] = given.as_slice() {
+        return Err(ConfigError::invalid(
+            *first,
+            value,
+            format!("`{first}` and `{second}` exclude each other: give one of them"),
+        ));
+    }
+    for (key, nodes) in [
+        ("state.sentinels", &s.sentinels),
+        ("state.cluster", &s.cluster),
+    ] {
+        for (i, url) in nodes.urls().iter().enumerate() {
+            if !matches!(url.scheme().as_str(), "redis" | "rediss") {
+                return Err(ConfigError::invalid(
+                    format!("{key}[{i}]"),
+                    url,
+                    "takes redis:// or rediss:// URLs",
+                ));
+            }
+        }
+    }
+    match (&s.master_name, s.sentinels.is_empty()) {
+        (None, false) => {
+            return Err(ConfigError::invalid(
+                "state.master_name",
+                "",
+                "`state.sentinels` needs the name Sentinel monitors the primary under",
+            ));
+        }
+        (Some(name), true) => {
+            return Err(ConfigError::invalid(
+                "state.master_name",
+                name,
+                "needs `state.sentinels`",
+            ));
+        }
+        (Some(name), false) if name.trim().is_empty() => {
+            return Err(ConfigError::invalid(
+                "state.master_name",
+                name,
+                "must not be empty",
+            ));
+        }
+        _ => {}
+    }
+    if let Some(auth) = &s.node_auth {
+        if s.sentinels.is_empty() {
+            return Err(ConfigError::invalid(
+                "state.node_auth",
+                auth,
+                "needs `state.sentinels` (with `url` or `cluster`, the URL carries the AUTH)",
+            ));
+        }
+        if !matches!(auth.scheme().as_str(), "redis" | "rediss") {
+            return Err(ConfigError::invalid(
+                "state.node_auth",
+                auth,
+                "takes a redis:// or rediss:// URL",
+            ));
+        }
+    }
+    if !s.cluster.is_empty() && s.prefix.contains(['{', '}']) {
+        return Err(ConfigError::invalid(
+            "state.prefix",
+            &s.prefix,
+            "with `state.cluster` the prefix becomes the keys' hash tag `{prefix}`: no braces in it",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -945,5 +1126,100 @@ mod tests {
         let json = serde_json::to_string(&config).unwrap_or_default();
         assert!(json.contains("u:****@h"), "{json}");
         assert!(!json.contains("topsecret"));
+    }
+
+    fn redis_state() -> Config {
+        let mut config = valid();
+        config.state.store = StoreKind::Redis;
+        config
+    }
+
+    fn nodes(urls: &[&str]) -> RedisNodes {
+        RedisNodes::from(urls.iter().map(|u| url(u)).collect::<Vec<_>>())
+    }
+
+    fn invalid(config: &Config) -> (String, String) {
+        match config.validate() {
+            Err(ConfigError::InvalidSetting { key, value, reason }) => {
+                (key, format!("{value} {reason}"))
+            }
+            Ok(()) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn sentinel_and_cluster_settings_are_checked() {
+        let mut config = redis_state();
+        config.state.sentinels = nodes(&["redis://:sentpw@h1:26379", "redis://:sentpw@h2:26379"]);
+        let (key, text) = invalid(&config);
+        assert_eq!(key, "state.master_name", "{text}");
+        config.state.master_name = Some("mymaster".into());
+        config.state.node_auth = Some(url("redis://app:nodepw@mymaster/2"));
+        assert!(config.validate().is_ok());
+
+        config.state.url = Some(url("redis://:urlpw@h/0"));
+        let (key, text) = invalid(&config);
+        assert_eq!(key, "state.url");
+        assert!(text.contains("`state.url` and `state.sentinels`"), "{text}");
+        assert!(
+            !text.contains("urlpw") && !text.contains("sentpw"),
+            "{text}"
+        );
+        config.state.url = None;
+
+        config.state.cluster = nodes(&["redis://:clpw@h1:7000"]);
+        let (key, text) = invalid(&config);
+        assert_eq!(key, "state.sentinels");
+        assert!(
+            text.contains("`state.sentinels` and `state.cluster`"),
+            "{text}"
+        );
+        assert!(!text.contains("clpw") && !text.contains("sentpw"), "{text}");
+
+        let mut config = redis_state();
+        config.state.cluster = nodes(&["redis://:clpw@h1:7000", "http://:clpw@h2:7001"]);
+        let (key, text) = invalid(&config);
+        assert_eq!(key, "state.cluster[1]");
+        assert!(!text.contains("clpw"), "{text}");
+        config.state.cluster = nodes(&["redis://:clpw@h1:7000", "redis://:clpw@h2:7001"]);
+        assert!(config.validate().is_ok());
+        config.state.prefix = "a{b}".into();
+        assert_eq!(invalid(&config).0, "state.prefix");
+        config.state.prefix = "app".into();
+        config.state.node_auth = Some(url("redis://:pw@x/0"));
+        assert_eq!(invalid(&config).0, "state.node_auth");
+
+        let mut config = redis_state();
+        config.state.master_name = Some("mymaster".into());
+        assert_eq!(invalid(&config).0, "state.master_name");
+
+        let mut config = valid();
+        config.state.store = StoreKind::Memcached;
+        config.state.url = Some(url("memcache://h:11211"));
+        config.state.cluster = nodes(&["redis://h1:7000"]);
+        assert_eq!(invalid(&config).0, "state.cluster");
+    }
+
+    #[test]
+    fn redis_nodes_read_a_list_or_comma_separated_text() {
+        #[derive(Deserialize)]
+        struct Holder {
+            nodes: RedisNodes,
+        }
+        let list: Holder = toml::from_str("nodes = [\"redis://h1:1\", \"redis://h2:2\"]")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text: Holder = toml::from_str("nodes = \"redis://h1:1, redis://h2:2\"")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(list.nodes, text.nodes);
+        assert_eq!(list.nodes.urls().len(), 2);
+        let bad = toml::from_str::<Holder>("nodes = [\"redis://:pw@[x:1\"]");
+        let message = bad
+            .err()
+            .map(|e| e.message().to_owned())
+            .unwrap_or_default();
+        assert!(
+            message.contains("not a URL") && !message.contains(":pw@"),
+            "{message}"
+        );
     }
 }

@@ -34,8 +34,8 @@ pub mod tracker;
 pub mod url;
 
 pub use config::{
-    Config, DatabaseSettings, FailoverSettings, HealthCheckSettings, Schedule, StateSettings,
-    StoreKind,
+    Config, DatabaseSettings, FailoverSettings, HealthCheckSettings, RedisNodes, Schedule,
+    StateSettings, StoreKind,
 };
 pub use error::ConfigError;
 pub use event::{EventKind, EventOrigin, FailoverEvent};

@@ -14,6 +14,7 @@
 //! | `DBFAILOVER_HEALTH_CHECK__TIMEOUT=5s` | `health_check.timeout` |
 //! | `DBFAILOVER_DATABASES__MAIN__URL=postgres://...` | `databases.main.url` |
 //! | `DBFAILOVER_STATE__URL=redis://...` | `state.url` |
+//! | `DBFAILOVER_STATE__SENTINELS=redis://h1:26379,redis://h2:26379` | `state.sentinels` (a list) |
 //!
 //! A database name is the entry of the file whose name, upper-cased with `-` and `.` written `_`, is the
 //! variable's; a name the file does not have is taken lower-cased and adds a database. Variables without
@@ -717,5 +718,41 @@ ttl = "300s"
             ("OTHER", "1"),
         ];
         assert_eq!(ignored_variables(env), ["DBFAILOVER_HEALTH_CHECK_TIMEOUT"]);
+    }
+
+    #[test]
+    fn redis_node_lists_come_from_the_environment_separated_by_commas() {
+        let text = "[databases.main]\nurl = \"sqlite:///m.db\"\n[databases.standby]\nurl = \"sqlite:///s.db\"\n\
+                    [failover]\nprimary = \"main\"\nfailover = \"standby\"\n[state]\nstore = \"redis\"\n";
+        let env = [
+            (
+                "DBFAILOVER_STATE__SENTINELS",
+                "redis://:pw@h1:26379, redis://:pw@h2:26379",
+            ),
+            ("DBFAILOVER_STATE__MASTER_NAME", "mymaster"),
+        ];
+        let config = load(text, env).unwrap_or_else(|e| panic!("{e}"));
+        let urls: Vec<&str> = config
+            .state
+            .sentinels
+            .urls()
+            .iter()
+            .map(|u| u.expose())
+            .collect();
+        assert_eq!(urls, ["redis://:pw@h1:26379", "redis://:pw@h2:26379"]);
+        assert_eq!(config.state.master_name.as_deref(), Some("mymaster"));
+        let both = [
+            ("DBFAILOVER_STATE__CLUSTER", "redis://:pw@h1:7000"),
+            ("DBFAILOVER_STATE__URL", "redis://:pw@h:6379"),
+        ];
+        let error = load(text, both)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.contains("state.url") && error.contains("state.cluster"),
+            "{error}"
+        );
+        assert!(!error.contains(":pw@"), "{error}");
     }
 }

@@ -8,7 +8,8 @@
 //! - `file` (feature `file`): [`FileStore`], a state file for the processes of one host: a lock file
 //!   around read, compare and atomic replace.
 //! - `redis` (feature `redis`): [`RedisStore`], one `MGET` per load, one Lua script per
-//!   compare-and-set, notices by pub/sub, over one multiplexed connection.
+//!   compare-and-set, notices by pub/sub, over one multiplexed connection; on one node, on the
+//!   primary Redis Sentinel names, or on a Redis Cluster (every key under one hash tag).
 //! - `memcached` (feature `memcached`): [`MemcachedStore`], every record in one document changed by
 //!   `gets` / `cas`.
 //! - this file: [`from_settings`], which builds the store the `[state]` settings name.
@@ -119,16 +120,37 @@ pub fn from_settings(settings: &StateSettings) -> Result<Arc<dyn StateStore>, St
         }
         #[cfg(feature = "redis")]
         StoreKind::Redis => {
-            let url = settings
-                .url
-                .as_ref()
-                .ok_or_else(|| missing("state.url", StoreKind::Redis))?;
-            Ok(Arc::new(RedisStore::new(
-                url.expose(),
-                &settings.prefix,
-                settings.ttl,
-                settings.timeout,
-            )?))
+            let (prefix, ttl, timeout) = (&settings.prefix, settings.ttl, settings.timeout);
+            let exposed = |nodes: &dbfailover_core::RedisNodes| -> Vec<String> {
+                nodes.urls().iter().map(|u| u.expose().to_owned()).collect()
+            };
+            let sentinels = exposed(&settings.sentinels);
+            let cluster = exposed(&settings.cluster);
+            let store = if !cluster.is_empty() {
+                let nodes: Vec<&str> = cluster.iter().map(String::as_str).collect();
+                RedisStore::cluster(&nodes, prefix, ttl, timeout)?
+            } else if !sentinels.is_empty() {
+                let master_name = settings
+                    .master_name
+                    .as_deref()
+                    .ok_or_else(|| missing("state.master_name", StoreKind::Redis))?;
+                let nodes: Vec<&str> = sentinels.iter().map(String::as_str).collect();
+                RedisStore::sentinel(
+                    &nodes,
+                    master_name,
+                    settings.node_auth.as_ref().map(|u| u.expose()),
+                    prefix,
+                    ttl,
+                    timeout,
+                )?
+            } else {
+                let url = settings
+                    .url
+                    .as_ref()
+                    .ok_or_else(|| missing("state.url", StoreKind::Redis))?;
+                RedisStore::new(url.expose(), prefix, ttl, timeout)?
+            };
+            Ok(Arc::new(store))
         }
         #[cfg(feature = "memcached")]
         StoreKind::Memcached => {

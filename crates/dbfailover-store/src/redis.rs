@@ -1,8 +1,16 @@
 //! Redis (the `redis` client that deadpool-redis brings): the store for many instances.
 //!
-//! - **One connection.** Every call shares one multiplexed connection, opened on first use and
-//!   dropped after any error or timeout (the next call opens a new one), so a call costs Redis only
-//!   its own commands. Every call is bounded by the store timeout.
+//! - **Topology.** One node (`url`); the primary that Redis Sentinel names (`sentinels` +
+//!   `master_name`: asked for each new connection, its `ROLE` checked); or a Redis Cluster
+//!   (`cluster`: the cluster client, every key and the channel under the hash tag `{prefix}`, so all
+//!   of them live in one slot). The features `sentinel` and `cluster` of deadpool-redis bring the
+//!   `redis` crate's clients; no pool is used (a pooled connection costs an `UNWATCH` and a `PING`
+//!   each time it is handed out).
+//! - **One connection.** Every call shares one multiplexed connection (on a cluster, the cluster
+//!   client's connection), opened on first use and dropped after any error or timeout (the next
+//!   call opens a new one), so a call costs Redis only its own commands. Every call is bounded by
+//!   the store timeout. A call whose kept connection turns out closed, or (under Sentinel) reaches
+//!   a demoted primary (`READONLY`), runs once more on a new connection.
 //! - **Load** is one `MGET` of the record keys. A key holding another type than a string reads as
 //!   missing (as `MGET` answers it), and the script treats it the same way.
 //! - **Compare-and-set** is one Lua script for every record of the request: it reads each record
@@ -12,14 +20,23 @@
 //!   the script, then per record one `GET`, one `SET` (and two for the seed's keys), then one `PUBLISH`.
 //! - **Changes**: a subscriber task turns the notices into the engine's change feed
 //!   ([`parse_notice`]; anything else asks for a reload), reconnecting with a bounded backoff when
-//!   Redis goes away and asking for a reload after each reconnect; it ends when nobody listens.
+//!   Redis goes away and asking for a reload after each reconnect; it ends when nobody listens. On
+//!   a cluster the script publishes with `SPUBLISH` and the task listens with `SSUBSCRIBE` on a
+//!   RESP3 cluster connection, whose pushes arrive on a channel.
 
 use crate::StoreSetupError;
 use crate::keys::{self, SeedKeys, changes_channel, notice_payload, parse_notice};
 use dbfailover_core::record::{CasOutcome, Notice, RecordKey, Slot, Write};
 use dbfailover_core::url::{mask_password, mask_text};
 use dbfailover_engine::{StateStore, StoreError, StoreFuture};
-use deadpool_redis::redis::{self, AsyncConnectionConfig, aio::MultiplexedConnection};
+use deadpool_redis::redis::cluster::{ClusterClient, ClusterClientBuilder};
+use deadpool_redis::redis::cluster_async::ClusterConnection;
+use deadpool_redis::redis::sentinel::{
+    SentinelClient, SentinelNodeConnectionInfo, SentinelServerType,
+};
+use deadpool_redis::redis::{
+    self, AsyncConnectionConfig, IntoConnectionInfo, aio::MultiplexedConnection,
+};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -68,11 +85,68 @@ redis.call('PUBLISH', ARGV[2], ARGV[3])
 return {ok = 'OK'}
 ";
 
+/// Where the data lives: one node, a primary that Sentinel names, or a Redis Cluster.
+enum Topology {
+    /// One node at a URL.
+    Single(Box<redis::Client>),
+    /// The primary the Sentinels name; asked again for each new connection. The address of the
+    /// primary the latest connection reached is published to the change feed, which subscribes
+    /// again when it moves (a subscription can outlive its node's role silently: a primary that
+    /// hung and came back).
+    Sentinel(
+        Arc<tokio::sync::Mutex<SentinelClient>>,
+        Arc<tokio::sync::watch::Sender<String>>,
+    ),
+    /// A Redis Cluster; the client follows its slots and failovers.
+    Cluster {
+        client: Box<ClusterClient>,
+        nodes: Vec<String>,
+    },
+}
+
+/// A connection to the data: multiplexed to one node, or the cluster client's.
+#[derive(Clone)]
+enum Connection {
+    Node(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Node(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Node(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Node(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// The one connection every call shares, and which one it is (so a failed call drops only the
 /// connection it used).
 #[derive(Default)]
 struct Shared {
-    current: Option<(u64, MultiplexedConnection)>,
+    current: Option<(u64, Connection)>,
     opened: u64,
 }
 
@@ -81,14 +155,25 @@ type Feed = Arc<Mutex<Option<broadcast::Sender<Notice>>>>;
 
 /// The Redis store.
 pub struct RedisStore {
-    url: String,
-    client: redis::Client,
+    /// The store as shown (passwords masked).
+    shown: String,
+    topology: Topology,
+    /// The prefix of every key: the configured one, or `{prefix}` on a cluster (one hash tag, so
+    /// every key of the deployment, and the channel, live in one slot).
     prefix: String,
     ttl: Duration,
     timeout: Duration,
     script: redis::Script,
     connection: Mutex<Shared>,
     feed: Feed,
+}
+
+/// The masked URLs of `urls`, separated by commas.
+fn shown_list(urls: &[&str]) -> String {
+    urls.iter()
+        .map(|u| mask_password(u))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl RedisStore {
@@ -106,45 +191,185 @@ impl RedisStore {
             value: mask_password(url),
             reason,
         };
-        if url.starts_with("rediss:") && !cfg!(feature = "redis-tls") {
-            return Err(invalid(
-                "TLS (rediss://) needs the `redis-tls` feature of this build".to_owned(),
-            ));
-        }
+        check_tls("state.url", url)?;
         let client = redis::Client::open(url).map_err(|e| invalid(mask_text(&e.to_string())))?;
-        Ok(Self {
-            url: url.to_owned(),
-            client,
-            prefix: prefix.to_owned(),
+        Ok(Self::with(
+            format!("redis {}", mask_password(url)),
+            Topology::Single(Box::new(client)),
+            prefix.to_owned(),
             ttl,
             timeout,
-            script: redis::Script::new(CAS_SCRIPT),
+            CAS_SCRIPT,
+        ))
+    }
+
+    /// A store on the primary that the Sentinels at `sentinels` (each URL with that Sentinel's own
+    /// AUTH) monitor as `master_name`; the data nodes are authenticated with the user, password and
+    /// database of `node_auth` (its host is not used). Each new connection asks the Sentinels
+    /// which node is the primary, and checks that it is one; a connection that meets a demoted
+    /// primary (`READONLY`) is dropped and the Sentinels are asked again.
+    pub fn sentinel(
+        sentinels: &[&str],
+        master_name: &str,
+        node_auth: Option<&str>,
+        prefix: &str,
+        ttl: Duration,
+        timeout: Duration,
+    ) -> Result<Self, StoreSetupError> {
+        let shown = shown_list(sentinels);
+        for url in sentinels {
+            check_tls("state.sentinels", url)?;
+        }
+        let mut node = SentinelNodeConnectionInfo::default();
+        if let Some(auth) = node_auth {
+            check_tls("state.node_auth", auth)?;
+            let info =
+                auth.into_connection_info()
+                    .map_err(|e| StoreSetupError::InvalidSetting {
+                        key: "state.node_auth",
+                        value: mask_password(auth),
+                        reason: mask_text(&e.to_string()),
+                    })?;
+            node = node.set_redis_connection_info(info.redis_settings().clone());
+            if auth.starts_with("rediss:") {
+                node = node.set_tls_mode(redis::TlsMode::Secure);
+            }
+        }
+        // The name is a `String` without the `redis-tls` feature, any `AsRef<str>` with it.
+        #[allow(clippy::unnecessary_to_owned)]
+        let client = SentinelClient::build(
+            sentinels.to_vec(),
+            master_name.to_owned(),
+            Some(node),
+            SentinelServerType::Master,
+        )
+        .map_err(|e| StoreSetupError::InvalidSetting {
+            key: "state.sentinels",
+            value: shown.clone(),
+            reason: mask_text(&e.to_string()),
+        })?;
+        Ok(Self::with(
+            format!("redis sentinel {master_name} via {shown}"),
+            Topology::Sentinel(
+                Arc::new(tokio::sync::Mutex::new(client)),
+                Arc::new(tokio::sync::watch::Sender::new(String::new())),
+            ),
+            prefix.to_owned(),
+            ttl,
+            timeout,
+            CAS_SCRIPT,
+        ))
+    }
+
+    /// A store on the Redis Cluster that `nodes` belong to (each URL with the nodes' AUTH; the
+    /// others are discovered). Every key and the change channel carry the hash tag `{prefix}`, so
+    /// they live in one slot: one compare-and-set over several records is one script on one node,
+    /// and the notices go by sharded pub/sub (`SPUBLISH` / `SSUBSCRIBE`) to that node's shard.
+    pub fn cluster(
+        nodes: &[&str],
+        prefix: &str,
+        ttl: Duration,
+        timeout: Duration,
+    ) -> Result<Self, StoreSetupError> {
+        let shown = shown_list(nodes);
+        for url in nodes {
+            check_tls("state.cluster", url)?;
+        }
+        if prefix.contains(['{', '}']) {
+            return Err(StoreSetupError::InvalidSetting {
+                key: "state.prefix",
+                value: prefix.to_owned(),
+                reason: "on a cluster the prefix is the keys' hash tag: no braces in it".to_owned(),
+            });
+        }
+        let nodes: Vec<String> = nodes.iter().map(|n| (*n).to_owned()).collect();
+        let client = cluster_builder(&nodes, timeout).build().map_err(|e| {
+            StoreSetupError::InvalidSetting {
+                key: "state.cluster",
+                value: shown.clone(),
+                reason: mask_text(&e.to_string()),
+            }
+        })?;
+        Ok(Self::with(
+            format!("redis cluster {shown}"),
+            Topology::Cluster {
+                client: Box::new(client),
+                nodes,
+            },
+            format!("{{{prefix}}}"),
+            ttl,
+            timeout,
+            &CAS_SCRIPT.replace("'PUBLISH'", "'SPUBLISH'"),
+        ))
+    }
+
+    fn with(
+        shown: String,
+        topology: Topology,
+        prefix: String,
+        ttl: Duration,
+        timeout: Duration,
+        script: &str,
+    ) -> Self {
+        Self {
+            shown,
+            topology,
+            prefix,
+            ttl,
+            timeout,
+            script: redis::Script::new(script),
             connection: Mutex::new(Shared::default()),
             feed: Arc::new(Mutex::new(None)),
-        })
+        }
     }
 
     fn error(&self, what: &str, e: impl std::fmt::Display) -> StoreError {
         StoreError::new(format!(
-            "redis {}: {what}: {}",
-            mask_password(&self.url),
+            "{}: {what}: {}",
+            self.shown,
             mask_text(&e.to_string())
         ))
     }
 
-    /// The shared connection, opened if there is none.
-    async fn connection(&self) -> Result<(u64, MultiplexedConnection), StoreError> {
-        if let Some((id, connection)) = &self.shared().current {
-            return Ok((*id, connection.clone()));
-        }
+    /// A new connection to the data.
+    async fn open(&self) -> redis::RedisResult<Connection> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout));
-        let connection = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| self.error("connect", e))?;
+        match &self.topology {
+            Topology::Single(client) => client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map(Connection::Node),
+            Topology::Sentinel(sentinel, primary) => {
+                // Asks the Sentinels for the primary and checks its role (ROLE) before use.
+                let client = sentinel.lock().await.async_get_client().await?;
+                let connection = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map(Connection::Node)?;
+                let address = client.get_connection_info().addr().to_string();
+                primary.send_if_modified(|current| {
+                    let moved = *current != address;
+                    if moved {
+                        current.clone_from(&address);
+                    }
+                    moved
+                });
+                Ok(connection)
+            }
+            Topology::Cluster { client, .. } => {
+                client.get_async_connection().await.map(Connection::Cluster)
+            }
+        }
+    }
+
+    /// The shared connection, opened if there is none.
+    async fn connection(&self) -> Result<(u64, Connection), StoreError> {
+        if let Some((id, connection)) = &self.shared().current {
+            return Ok((*id, connection.clone()));
+        }
+        let connection = self.open().await.map_err(|e| self.error("connect", e))?;
         let mut shared = self.shared();
         // Another call may have connected meanwhile: keep one connection.
         if let Some((id, current)) = &shared.current {
@@ -163,36 +388,66 @@ impl RedisStore {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Drops connection `id` if it is still the shared one.
+    fn drop_connection(&self, id: u64) {
+        let mut shared = self.shared();
+        if shared
+            .current
+            .as_ref()
+            .is_some_and(|(current, _)| *current == id)
+        {
+            shared.current = None;
+        }
+    }
+
     /// Runs `work` on the shared connection within the timeout; after an error or a timeout the
-    /// connection it used is dropped.
+    /// connection it used is dropped. `work` runs once more, on a new connection, when the first
+    /// attempt failed in a way that says the connection is stale, not the store: the kept
+    /// connection was closed meanwhile (a restarted node, a client killed by Sentinel when it
+    /// reconfigured the node after a failover), or, under Sentinel, the node refused the write as
+    /// a replica (`READONLY`: a primary demoted since; the new connection asks the Sentinels for
+    /// the primary again). Neither wrote anything: a closed connection never got the command to
+    /// the node or lost its answer (then the retry finds its own write and answers a conflict,
+    /// which the protocol resolves like any other), and a refused write wrote nothing.
     async fn call<T, F, Fut>(&self, what: &str, work: F) -> Result<T, StoreError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: Fn(Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let mut used = None;
+        let sentinel = matches!(self.topology, Topology::Sentinel(..));
         let outcome = tokio::time::timeout(self.timeout, async {
-            let (id, connection) = self.connection().await?;
-            used = Some(id);
-            work(connection).await.map_err(|e| self.error(what, e))
+            let mut retried = false;
+            loop {
+                let reused = self.shared().current.is_some();
+                let (id, connection) = self.connection().await?;
+                match work(connection).await {
+                    Ok(value) => return Ok(value),
+                    Err(e) => {
+                        self.drop_connection(id);
+                        let readonly = sentinel && is_readonly(&e);
+                        let stale = reused && (e.is_connection_dropped() || e.is_io_error());
+                        if !retried && (readonly || stale) {
+                            if readonly {
+                                tracing::warn!(
+                                    store = %self.shown,
+                                    "the node this store used is no primary any more \
+                                     (READONLY); asking Sentinel for the primary again"
+                                );
+                            }
+                            retried = true;
+                            continue;
+                        }
+                        return Err(self.error(what, e));
+                    }
+                }
+            }
         })
         .await;
-        let result = outcome.unwrap_or_else(|_| {
+        outcome.unwrap_or_else(|_| {
+            // A timed-out call may have left its connection stuck: drop whichever is current.
+            self.shared().current = None;
             Err(self.error(what, format!("no answer within {:?}", self.timeout)))
-        });
-        if result.is_err()
-            && let Some(id) = used
-        {
-            let mut shared = self.shared();
-            if shared
-                .current
-                .as_ref()
-                .is_some_and(|(current, _)| *current == id)
-            {
-                shared.current = None;
-            }
-        }
-        result
+        })
     }
 
     /// The script's invocation for `writes`.
@@ -207,6 +462,30 @@ impl RedisStore {
         }
         invocation
     }
+}
+
+/// Whether `e` is a refused write of a replica (`READONLY`), directly or from inside the script.
+fn is_readonly(e: &redis::RedisError) -> bool {
+    e.code() == Some("READONLY") || e.to_string().contains("READONLY")
+}
+
+/// `rediss://` needs the `redis-tls` feature.
+fn check_tls(key: &'static str, url: &str) -> Result<(), StoreSetupError> {
+    if url.starts_with("rediss:") && !cfg!(feature = "redis-tls") {
+        return Err(StoreSetupError::InvalidSetting {
+            key,
+            value: mask_password(url),
+            reason: "TLS (rediss://) needs the `redis-tls` feature of this build".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// The cluster client's settings: every node's connection bounded by the store timeout.
+fn cluster_builder(nodes: &[String], timeout: Duration) -> ClusterClientBuilder {
+    ClusterClientBuilder::new(nodes.to_vec())
+        .connection_timeout(timeout)
+        .response_timeout(timeout)
 }
 
 /// The script's `KEYS` and `ARGV` for `writes` (see [`CAS_SCRIPT`]).
@@ -269,10 +548,11 @@ impl StateStore for RedisStore {
                 return Ok(Vec::new());
             }
             let names: Vec<String> = keys.iter().map(|k| keys::record(&self.prefix, k)).collect();
+            let names = &names;
             let values: Vec<Option<Vec<u8>>> = self
                 .call("load", |mut connection| async move {
                     redis::cmd("MGET")
-                        .arg(&names)
+                        .arg(names)
                         .query_async(&mut connection)
                         .await
                 })
@@ -300,7 +580,7 @@ impl StateStore for RedisStore {
             if writes.is_empty() {
                 return Ok(CasOutcome::Written);
             }
-            let invocation = self.invocation(writes);
+            let invocation = &self.invocation(writes);
             let reply: redis::Value = self
                 .call("compare-and-set", |mut connection| async move {
                     invocation.invoke_async(&mut connection).await
@@ -317,26 +597,39 @@ impl StateStore for RedisStore {
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(
-                url = %mask_password(&self.url),
+                store = %self.shown,
                 "redis change feed unavailable outside a tokio runtime; instances will poll"
             );
             return None;
         };
         let (sender, receiver) = broadcast::channel(1024);
-        runtime.spawn(subscribe_forever(
-            self.client.clone(),
-            changes_channel(&self.prefix),
-            self.timeout,
-            sender.clone(),
-            Arc::clone(&self.feed),
-            mask_password(&self.url),
-        ));
+        let subscriber = Subscriber {
+            channel: changes_channel(&self.prefix),
+            timeout: self.timeout,
+            sender: sender.clone(),
+            feed: Arc::clone(&self.feed),
+            shown: self.shown.clone(),
+        };
+        match &self.topology {
+            Topology::Single(client) => {
+                runtime.spawn(subscriber.node_forever(FeedSource::Node(client.clone())));
+            }
+            Topology::Sentinel(sentinel, primary) => {
+                runtime.spawn(subscriber.node_forever(FeedSource::Sentinel(
+                    Arc::clone(sentinel),
+                    primary.subscribe(),
+                )));
+            }
+            Topology::Cluster { nodes, .. } => {
+                runtime.spawn(subscriber.cluster_forever(nodes.clone()));
+            }
+        }
         *feed = Some(sender);
         Some(receiver)
     }
 
     fn describe(&self) -> String {
-        format!("redis {}", mask_password(&self.url))
+        self.shown.clone()
     }
 }
 
@@ -353,55 +646,203 @@ fn nobody_listens(feed: &Feed) -> bool {
     idle
 }
 
-/// Forwards the notices to `sender` until nobody listens, reconnecting as needed.
-async fn subscribe_forever(
-    client: redis::Client,
+/// Where a node subscriber connects: one node, or the primary the Sentinels name at each attempt
+/// (with the address of the primary the store's calls reach, to follow it).
+enum FeedSource {
+    Node(Box<redis::Client>),
+    Sentinel(
+        Arc<tokio::sync::Mutex<SentinelClient>>,
+        tokio::sync::watch::Receiver<String>,
+    ),
+}
+
+impl FeedSource {
+    async fn client(&self) -> redis::RedisResult<redis::Client> {
+        match self {
+            Self::Node(client) => Ok(client.as_ref().clone()),
+            Self::Sentinel(sentinel, _) => sentinel.lock().await.async_get_client().await,
+        }
+    }
+
+    /// Resolves once the store's calls reach another primary than `subscribed_on`; never for one
+    /// node.
+    async fn primary_moved(&mut self, subscribed_on: &str) {
+        match self {
+            Self::Node(_) => std::future::pending().await,
+            Self::Sentinel(_, primary) => {
+                let moved = primary
+                    .wait_for(|current| !current.is_empty() && current != subscribed_on)
+                    .await
+                    .is_ok();
+                if !moved {
+                    // The store is gone: nothing will move any more.
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+}
+
+/// The task that turns the store's notices into the change feed.
+struct Subscriber {
     channel: String,
     timeout: Duration,
     sender: broadcast::Sender<Notice>,
     feed: Feed,
-    shown_url: String,
-) {
-    use futures_util::StreamExt;
-    const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-    let mut backoff = FIRST_BACKOFF;
-    let mut first_attempt = true;
-    loop {
-        let attempt = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        match tokio::time::timeout(timeout, attempt).await {
-            Ok(Ok(pubsub)) => {
-                backoff = FIRST_BACKOFF;
-                // Notices published while there was no subscription were missed: reload.
-                if !first_attempt && sender.send(Notice::Resync).is_err() && nobody_listens(&feed) {
-                    return;
-                }
-                let mut messages = pubsub.into_on_message();
-                while let Some(message) = messages.next().await {
-                    let notice =
-                        parse_notice(message.get_payload_bytes()).unwrap_or(Notice::Resync);
-                    if sender.send(notice).is_err() && nobody_listens(&feed) {
+    shown: String,
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+
+impl Subscriber {
+    /// Forwards `notice`; false once nobody listens any more.
+    fn forward(&self, notice: Notice) -> bool {
+        !(self.sender.send(notice).is_err() && nobody_listens(&self.feed))
+    }
+
+    /// Whether the task should end (nobody listens).
+    fn idle(&self) -> bool {
+        self.sender.receiver_count() == 0 && nobody_listens(&self.feed)
+    }
+
+    /// One node (or the Sentinels' primary): `SUBSCRIBE`, reconnecting with a bounded backoff, a
+    /// reload asked after each reconnect.
+    async fn node_forever(self, mut source: FeedSource) {
+        use futures_util::StreamExt;
+        use futures_util::future::{Either, select};
+        let mut backoff = FIRST_BACKOFF;
+        let mut first_attempt = true;
+        loop {
+            let attempt = async {
+                let client = source.client().await?;
+                let address = client.get_connection_info().addr().to_string();
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&self.channel).await?;
+                Ok::<_, redis::RedisError>((pubsub, address))
+            };
+            match tokio::time::timeout(self.timeout, attempt).await {
+                Ok(Ok((pubsub, address))) => {
+                    backoff = FIRST_BACKOFF;
+                    // Notices published while there was no subscription were missed: reload.
+                    if !first_attempt && !self.forward(Notice::Resync) {
                         return;
                     }
+                    let mut messages = pubsub.into_on_message();
+                    loop {
+                        let next = messages.next();
+                        let moved = source.primary_moved(&address);
+                        let message = match select(next, Box::pin(moved)).await {
+                            Either::Left((Some(message), _)) => message,
+                            Either::Left((None, _)) => break,
+                            Either::Right(((), _)) => {
+                                tracing::info!(
+                                    store = %self.shown,
+                                    "redis change feed: the primary moved; subscribing again"
+                                );
+                                break;
+                            }
+                        };
+                        let notice =
+                            parse_notice(message.get_payload_bytes()).unwrap_or(Notice::Resync);
+                        if !self.forward(notice) {
+                            return;
+                        }
+                    }
+                    tracing::warn!(store = %self.shown, "redis change feed lost; reconnecting");
                 }
-                tracing::warn!(url = %shown_url, "redis change feed lost; reconnecting");
+                Ok(Err(error)) => tracing::debug!(
+                    store = %self.shown,
+                    error = %mask_text(&error.to_string()),
+                    "redis change feed: connect failed"
+                ),
+                Err(_) => {
+                    tracing::debug!(store = %self.shown, "redis change feed: connect timed out");
+                }
             }
-            Ok(Err(error)) => tracing::debug!(
-                url = %shown_url,
-                error = %mask_text(&error.to_string()),
-                "redis change feed: connect failed"
-            ),
-            Err(_) => tracing::debug!(url = %shown_url, "redis change feed: connect timed out"),
+            first_attempt = false;
+            if self.idle() {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
-        first_attempt = false;
-        if sender.receiver_count() == 0 && nobody_listens(&feed) {
-            return;
+    }
+
+    /// A cluster: `SSUBSCRIBE` on a RESP3 cluster connection whose pushes come on a channel. A
+    /// connection of it that drops (a node died: maybe the shard's primary, whose replica is being
+    /// promoted) or a subscription the server ends (the slot moved) ends this cluster connection:
+    /// a new one is built from the nodes' current slot map and subscribes on the shard's primary
+    /// now, again with a bounded backoff until the cluster has one. Each new subscription after the
+    /// first, and each subscription the client renews by itself, asks for a reload (notices may have
+    /// been missed meanwhile).
+    async fn cluster_forever(self, nodes: Vec<String>) {
+        let mut backoff = FIRST_BACKOFF;
+        let mut first_attempt = true;
+        loop {
+            let (pushes, mut received) = tokio::sync::mpsc::unbounded_channel();
+            let attempt = async {
+                let client = cluster_builder(&nodes, self.timeout)
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .push_sender(pushes)
+                    .build()?;
+                let mut connection = client.get_async_connection().await?;
+                connection.ssubscribe(&self.channel).await?;
+                Ok::<_, redis::RedisError>(connection)
+            };
+            match tokio::time::timeout(self.timeout, attempt).await {
+                Ok(Ok(connection)) => {
+                    backoff = FIRST_BACKOFF;
+                    if !first_attempt && !self.forward(Notice::Resync) {
+                        return;
+                    }
+                    // The confirmation of this connection's own subscription.
+                    let mut confirmed = false;
+                    while let Some(push) = received.recv().await {
+                        let notice = match push.kind {
+                            redis::PushKind::SMessage => push
+                                .data
+                                .get(1)
+                                .and_then(|payload| match payload {
+                                    redis::Value::BulkString(bytes) => parse_notice(bytes),
+                                    _ => None,
+                                })
+                                .unwrap_or(Notice::Resync),
+                            redis::PushKind::SSubscribe if !confirmed => {
+                                confirmed = true;
+                                continue;
+                            }
+                            redis::PushKind::SSubscribe => Notice::Resync,
+                            redis::PushKind::SUnsubscribe | redis::PushKind::Disconnection => {
+                                break;
+                            }
+                            _ => continue,
+                        };
+                        if !self.forward(notice) {
+                            return;
+                        }
+                    }
+                    drop(connection);
+                    tracing::warn!(
+                        store = %self.shown,
+                        "redis change feed: a cluster node went away; subscribing again"
+                    );
+                }
+                Ok(Err(error)) => tracing::debug!(
+                    store = %self.shown,
+                    error = %mask_text(&error.to_string()),
+                    "redis change feed: connect failed"
+                ),
+                Err(_) => {
+                    tracing::debug!(store = %self.shown, "redis change feed: connect timed out");
+                }
+            }
+            first_attempt = false;
+            if self.idle() {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -484,5 +925,75 @@ mod tests {
         );
         assert!(script_outcome(&writes, redis::Value::Int(0)).is_err());
         assert!(script_outcome(&writes, redis::Value::Array(Vec::new())).is_err());
+    }
+
+    #[test]
+    fn a_cluster_store_puts_every_key_under_one_hash_tag_and_publishes_sharded() {
+        let timeout = Duration::from_secs(1);
+        let store = RedisStore::cluster(
+            &[
+                "redis://:secret@127.0.0.1:7000",
+                "redis://:secret@127.0.0.1:7001",
+            ],
+            "p",
+            timeout,
+            timeout,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!store.describe().contains("secret"), "{}", store.describe());
+        assert!(store.describe().contains("cluster"), "{}", store.describe());
+        let (keys, args) = script_input(&store.prefix, store.ttl, &[write("a", true)]);
+        assert_eq!(
+            keys,
+            [
+                "{p}_conn_state_a",
+                "{p}_conn_status_a",
+                "{p}_conn_failure_count_a"
+            ]
+        );
+        assert_eq!(args[1], b"{p}_changes");
+        assert!(store.script.get_hash() != redis::Script::new(CAS_SCRIPT).get_hash());
+        assert!(CAS_SCRIPT.contains("'PUBLISH'"));
+        let braces = RedisStore::cluster(&["redis://127.0.0.1:7000"], "a{b}", timeout, timeout);
+        assert!(braces.is_err());
+    }
+
+    #[test]
+    fn a_sentinel_store_keeps_the_keys_and_masks_every_password() {
+        let timeout = Duration::from_secs(1);
+        let store = RedisStore::sentinel(
+            &["redis://:sentinel-secret@127.0.0.1:26379"],
+            "mymaster",
+            Some("redis://app:node-secret@mymaster/0"),
+            "p",
+            timeout,
+            timeout,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let shown = store.describe();
+        assert!(
+            shown.contains("mymaster") && !shown.contains("secret"),
+            "{shown}"
+        );
+        assert_eq!(store.prefix, "p");
+        let error = store.error("load", "redis://:node-secret@h:1 refused");
+        assert!(!error.to_string().contains("secret"), "{error}");
+    }
+
+    #[test]
+    fn a_replicas_refusal_is_told_apart() {
+        let refusal =
+            redis::parse_redis_value(b"-READONLY You can't write against a read only replica.\r\n")
+                .and_then(redis::Value::extract_error);
+        let refusal = refusal.err().unwrap_or_else(|| panic!("an error"));
+        assert!(is_readonly(&refusal), "{refusal:?}");
+        let scripted = redis::parse_redis_value(
+            b"-ERR Error running script: @user_script:1: READONLY You can't write against a read only replica.\r\n",
+        )
+        .and_then(redis::Value::extract_error);
+        assert!(scripted.err().is_some_and(|e| is_readonly(&e)));
+        let other = redis::parse_redis_value(b"-ERR unknown command\r\n")
+            .and_then(redis::Value::extract_error);
+        assert!(other.err().is_some_and(|e| !is_readonly(&e)));
     }
 }
