@@ -451,3 +451,37 @@ async fn an_unwritable_state_file_is_an_outage_not_a_stop() {
         EventKind::CacheUnavailable { .. }
     ));
 }
+
+/// Connections to the store other than the one asking (`CLIENT LIST` minus `redis-cli`'s own).
+fn store_clients(redis: &CacheServer) -> usize {
+    redis
+        .redis_cli(&["CLIENT", "LIST"])
+        .lines()
+        .filter(|line| line.contains("addr=") && !line.contains("cmd=client|list"))
+        .count()
+}
+
+#[actix_rt::test]
+async fn the_last_handle_dropped_leaves_no_connection_to_redis() {
+    let redis = CacheServer::start(CacheKind::Redis);
+    let state = settings(StoreKind::Redis, Some(redis.url()), None);
+    let before = store_clients(&redis);
+    let member = member(&state).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        store_clients(&redis) >= before + 2,
+        "the engine holds its command connection and its subscription: {}",
+        redis.redis_cli(&["CLIENT", "LIST"])
+    );
+    drop(member);
+    // Nothing is published meanwhile: the subscriber must notice on its own that nobody listens.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while store_clients(&redis) > before {
+        assert!(
+            Instant::now() < deadline,
+            "connections left 5 s after the last handle was dropped:\n{}",
+            redis.redis_cli(&["CLIENT", "LIST"])
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -694,6 +694,10 @@ struct Subscriber {
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
+/// How often a waiting subscriber looks whether anybody still listens (the engine may have stopped
+/// while the channel is quiet).
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
 impl Subscriber {
     /// Forwards `notice`; false once nobody listens any more.
     fn forward(&self, notice: Notice) -> bool {
@@ -728,19 +732,25 @@ impl Subscriber {
                         return;
                     }
                     let mut messages = pubsub.into_on_message();
+                    let mut idle_check = tokio::time::interval(IDLE_CHECK);
                     loop {
                         let next = messages.next();
                         let moved = source.primary_moved(&address);
-                        let message = match select(next, Box::pin(moved)).await {
-                            Either::Left((Some(message), _)) => message,
-                            Either::Left((None, _)) => break,
-                            Either::Right(((), _)) => {
+                        let waiting = select(next, Box::pin(moved));
+                        let message = match select(waiting, Box::pin(idle_check.tick())).await {
+                            Either::Left((Either::Left((Some(message), _)), _)) => message,
+                            Either::Left((Either::Left((None, _)), _)) => break,
+                            Either::Left((Either::Right(((), _)), _)) => {
                                 tracing::info!(
                                     store = %self.shown,
                                     "redis change feed: the primary moved; subscribing again"
                                 );
                                 break;
                             }
+                            // Nobody listens any more (the engine stopped): unsubscribe now
+                            // rather than at the next notice, which may never come.
+                            Either::Right(_) if self.idle() => return,
+                            Either::Right(_) => continue,
                         };
                         let notice =
                             parse_notice(message.get_payload_bytes()).unwrap_or(Notice::Resync);
@@ -797,7 +807,19 @@ impl Subscriber {
                     }
                     // The confirmation of this connection's own subscription.
                     let mut confirmed = false;
-                    while let Some(push) = received.recv().await {
+                    let mut idle_check = tokio::time::interval(IDLE_CHECK);
+                    loop {
+                        let push = {
+                            use futures_util::future::{Either, select};
+                            let next = Box::pin(received.recv());
+                            match select(next, Box::pin(idle_check.tick())).await {
+                                Either::Left((Some(push), _)) => push,
+                                Either::Left((None, _)) => break,
+                                // Nobody listens any more: drop the cluster connection now.
+                                Either::Right(_) if self.idle() => return,
+                                Either::Right(_) => continue,
+                            }
+                        };
                         let notice = match push.kind {
                             redis::PushKind::SMessage => push
                                 .data
