@@ -52,7 +52,9 @@ pub fn mask_password(url: &str) -> String {
         }
     };
     out.push_str(&mask_query(after_userinfo));
-    out
+    // A `?` inside what was taken for the user-info (`h/db?x=a@b&password=s`) leaves the query's
+    // parameters in the tail without their `?`: mask any `password=` value left.
+    mask_password_words(&out)
 }
 
 /// Where a URL's scheme ends (the index of its `:`), for a text that starts with one

@@ -83,3 +83,15 @@ fn a_password_after_a_special_scheme_without_two_slashes_is_masked() {
         }
     }
 }
+
+/// Found by the `url_mask` fuzz target: an `@` in the query makes the user-info run to it (the safe
+/// side), which leaves the query's `password=` in the tail with no `?` before it.
+#[test]
+fn a_query_password_after_an_at_sign_in_the_query_is_masked() {
+    let url = "postgres://op%3A@localhost/a?pp:\u{17}@h/4bb&password=%1E%DF%8Cd%40e";
+    let shown = mask_password(url);
+    assert!(!shown.contains("%1E%DF"), "{shown}");
+    let sentence = format!("connecting to `{url}` failed");
+    assert!(!mask_password(&sentence).contains("%1E%DF"));
+    assert!(!dbfailover_core::url::mask_text(&sentence).contains("%1E%DF"));
+}
