@@ -181,7 +181,25 @@ async fn check(
     if !args.json {
         output::print_line("Database health checks completed.");
     }
-    Ok(verdict_of(&found))
+    let (mut verdict, mut summary) = verdict_of(&found);
+    // A shared store that does not answer leaves each instance deciding alone: worth a warning.
+    let store_available = match handle.event_stream().await {
+        Ok(mut stream) => match stream.recv().await.map(|event| event.kind) {
+            Ok(dbfailover::EventKind::CurrentState {
+                store_available, ..
+            }) => store_available,
+            _ => true,
+        },
+        Err(_) => true,
+    };
+    if !store_available {
+        summary = format!(
+            "{summary}; the state store ({}) does not answer",
+            config.state.store
+        );
+        verdict = verdict.max(Verdict::Warning);
+    }
+    Ok((verdict, summary))
 }
 
 /// The verdict of the checks' outcomes `(name, answered, takes writes)`, and its summary.
@@ -197,10 +215,19 @@ fn verdict_of(found: &[(String, bool, bool)]) -> (Verdict, String) {
         .map(|(name, _, _)| name.as_str())
         .collect();
     if writers.is_empty() {
-        let summary = format!(
-            "no checked database takes writes (failed: {})",
-            failed.join(", ")
-        );
+        let read_only: Vec<&str> = found
+            .iter()
+            .filter(|(_, answered, writes)| *answered && !writes)
+            .map(|(name, _, _)| name.as_str())
+            .collect();
+        let mut why = Vec::new();
+        if !failed.is_empty() {
+            why.push(format!("failed: {}", failed.join(", ")));
+        }
+        if !read_only.is_empty() {
+            why.push(format!("read-only: {}", read_only.join(", ")));
+        }
+        let summary = format!("no checked database takes writes ({})", why.join("; "));
         return (Verdict::Critical, summary);
     }
     if failed.is_empty() {
@@ -249,5 +276,13 @@ mod tests {
             "a read-only node that answers takes no writes"
         );
         assert_eq!(outcome(&[("replica", true, true)]), Verdict::Ok);
+        let found = vec![
+            ("main".to_owned(), true, false),
+            ("standby".to_owned(), false, false),
+        ];
+        assert_eq!(
+            verdict_of(&found).1,
+            "no checked database takes writes (failed: standby; read-only: main)"
+        );
     }
 }

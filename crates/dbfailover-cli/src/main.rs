@@ -150,7 +150,21 @@ fn finish(result: Result<(), CliError>) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            if !error.use_stderr() {
+                // --help, --version.
+                return ExitCode::SUCCESS;
+            }
+            // A monitor that runs a broken command line must hear UNKNOWN, not "no database".
+            let args: Vec<String> = std::env::args().collect();
+            let monitoring = args.iter().any(|a| a == "health-check")
+                && args.iter().any(|a| a == "--fail-on-down");
+            return ExitCode::from(if monitoring { 3 } else { 2 });
+        }
+    };
     init_logging();
     let source = ConfigSource::new(cli.config);
     match cli.command {

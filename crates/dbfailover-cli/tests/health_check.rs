@@ -194,3 +194,49 @@ async fn fail_on_down_gives_monitoring_codes_for_what_the_checks_found() {
         "a bad configuration could not be checked: {all}"
     );
 }
+
+#[test]
+fn fail_on_down_says_unknown_for_a_bad_command_line_and_warns_of_a_silent_store() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["main.db", "standby.db"] {
+        std::fs::write(dir.path().join(name), b"").unwrap();
+    }
+    let redis_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = format!(
+        "[failover]\nprimary = \"main\"\nfailover = \"standby\"\n\
+         [databases.main]\nurl = \"sqlite://{0}/main.db\"\n\
+         [databases.standby]\nurl = \"sqlite://{0}/standby.db\"\n\
+         [health_check]\ntimeout = \"500ms\"\n\
+         [state]\nstore = \"redis\"\nurl = \"redis://127.0.0.1:{redis_port}/0\"\ntimeout = \"200ms\"\n",
+        dir.path().display()
+    );
+    std::fs::write(dir.path().join("dbfailover.toml"), text).unwrap();
+
+    // A typo on a monitor's command line is UNKNOWN (3), not CRITICAL (2).
+    let (output, _) = run(
+        dir.path(),
+        &["health-check", "--fail-on-down", "--bogus"],
+        &[],
+    );
+    assert_eq!(code(&output), Some(3), "{:?}", texts(&output));
+    let (output, _) = run(dir.path(), &["health-check", "--bogus"], &[]);
+    assert_eq!(
+        code(&output),
+        Some(2),
+        "a usage error outside monitoring mode"
+    );
+
+    // Both databases answer, but the shared store does not: each instance decides alone.
+    let (output, _) = run(dir.path(), &["health-check", "--fail-on-down"], &[]);
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(code(&output), Some(1), "{stdout}{stderr}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("WARNING: main, standby healthy; the state store (redis) does not answer"),
+        "{stdout}"
+    );
+}

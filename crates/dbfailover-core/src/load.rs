@@ -343,6 +343,14 @@ fn lookup<'a>(table: &'a toml::Table, path: &[String]) -> Option<&'a toml::Value
     Some(value)
 }
 
+/// Whether a key's name says its value may be a secret.
+fn names_a_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["pas", "pwd", "secret", "token", "auth", "cred", "key"]
+        .iter()
+        .any(|word| key.contains(word))
+}
+
 fn shown_value(value: Option<&toml::Value>) -> String {
     match value {
         None => String::new(),
@@ -363,7 +371,11 @@ fn setting_error(
     let message = error.message().trim();
     let mut path = error_path(error);
     let mut reason = mask_text(message);
+    // The value of a key this library does not know is not shown when its name says it may be a
+    // secret put where a URL was meant (`password = "..."`, `pasword`, `token`).
+    let mut unknown = false;
     if let Some(field) = quoted_after(message, "unknown field ") {
+        unknown = true;
         path.push(field.to_owned());
         let expected = message
             .split_once(", expected ")
@@ -382,7 +394,13 @@ fn setting_error(
             .map_or(String::new(), |(_, e)| format!("; expected {e}"));
         reason = format!("`{}` is not known{expected}", mask_text(variant));
     }
-    let value = shown_value(lookup(table, &path));
+    let value = match lookup(table, &path) {
+        Some(toml::Value::Table(_)) | None => shown_value(lookup(table, &path)),
+        Some(_) if unknown && path.last().is_some_and(|k| names_a_secret(k)) => {
+            crate::url::MASK.to_owned()
+        }
+        found => shown_value(found),
+    };
     if let Some(o) = overrides
         .iter()
         .rev()
@@ -401,6 +419,24 @@ fn setting_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_key_that_may_hold_a_secret_does_not_show_its_value() {
+        let text = "[failover]\nprimary = \"a\"\nfailover = \"b\"\n\
+            [databases.a]\nurl = \"sqlite:///a.db\"\npassword = \"Hunter2Secret\"\n\
+            [databases.b]\nurl = \"sqlite:///b.db\"\n";
+        let shown = parse(text).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(shown.contains("`databases.a.password`"), "{shown}");
+        assert!(!shown.contains("Hunter2"), "{shown}");
+        let env = [("DBFAILOVER_STATE__PASSWORD", "EnvSecretPw")];
+        let text = text.replace("password = \"Hunter2Secret\"\n", "");
+        let shown = load(&text, env)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(shown.contains("state.password"), "{shown}");
+        assert!(!shown.contains("EnvSecret"), "{shown}");
+    }
     use crate::config::{Schedule, StoreKind};
     use std::time::Duration;
 

@@ -285,13 +285,15 @@ impl Redactor {
 
     /// `text` with URLs masked and every known secret replaced by [`MASK`].
     pub fn redact(&self, text: &str) -> String {
-        let mut out = mask_text(text);
+        // Known secrets first: masking by structure could rewrite part of one (a secret holding
+        // `password=` or a URL) so that it no longer matches.
+        let mut out = text.to_owned();
         for needle in &self.needles {
             if out.contains(needle.as_str()) {
                 out = out.replace(needle.as_str(), MASK);
             }
         }
-        out
+        mask_text(&out)
     }
 }
 
@@ -465,6 +467,17 @@ mod tests {
             assert!(out.contains(MASK), "{out}");
         }
         assert_eq!(redactor.redact("nothing here"), "nothing here");
+        // A secret holding what URL masking rewrites is still removed whole.
+        for secret in [
+            "Tr0ub4dor&password=x&Horse-Battery",
+            " postgres://a:INNERpw@h ",
+        ] {
+            let mut redactor = Redactor::new();
+            redactor.add_secret(secret);
+            let out = redactor.redact(&format!("warning: value={secret} ignored"));
+            assert!(!out.contains("Horse") && !out.contains("Tr0ub"), "{out}");
+            assert!(!out.contains("INNER"), "{out}");
+        }
         assert!(!format!("{redactor:?}").contains("keyphrase"));
     }
 

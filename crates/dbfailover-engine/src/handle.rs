@@ -308,7 +308,9 @@ impl FailoverHandle {
     /// its thread has ended. Every clone of this handle then answers [`EngineError::Stopped`].
     /// Dropping the last handle stops the engine too, without waiting.
     ///
-    /// Never blocks the calling thread: it awaits. Answers whether everything stopped in time.
+    /// Never blocks the calling thread: it awaits. Answers whether everything stopped in time. Await
+    /// it from outside the engine's own arbiter: a task running there stops with the engine (for an
+    /// engine started with `start_in_thread`, such a future is dropped and never completes).
     pub async fn shutdown(self) -> bool {
         let inner = &self.inner;
         inner.stop();

@@ -200,6 +200,17 @@ impl FileStore {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let bytes = encode(contents).map_err(|e| self.error("encoding", e))?;
+        // Only a regular file (or a planted link, replaced, its target untouched) is ever replaced:
+        // a device, a FIFO, a socket or a directory at the path is somebody else's (`/dev/null`).
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
+            let kind = meta.file_type();
+            if !kind.is_file() && !kind.is_symlink() {
+                return Err(self.error(
+                    "replacing",
+                    std::io::Error::other("the path is not a regular file; it is left alone"),
+                ));
+            }
+        }
         // A new file with a random name, mode 0600, never an existing one.
         let mut temp =
             tempfile::NamedTempFile::new_in(dir).map_err(|e| self.error("writing", e))?;
@@ -419,6 +430,44 @@ mod tests {
             .map(Iterator::count)
             .unwrap_or(0);
         assert_eq!(names, 2);
+    }
+
+    #[tokio::test]
+    async fn a_socket_or_fifo_at_the_path_is_never_replaced() {
+        // A device would do the same (`/dev/null`): a socket is one that a test may make.
+        let dir = temp_dir();
+        let path = dir.path().join("state.json");
+        let _socket =
+            std::os::unix::net::UnixListener::bind(&path).unwrap_or_else(|e| panic!("{e}"));
+        let store = store(&dir, Duration::from_secs(60));
+        // It reads as garbage; the write that replaces garbage is refused, the socket left alone.
+        let outcome = store
+            .compare_and_set(&[fleet_write(Expect::Unreadable, 1)])
+            .await;
+        assert!(outcome.is_err(), "{outcome:?}");
+        let kind = std::fs::symlink_metadata(&path).map(|m| m.file_type());
+        assert!(
+            kind.is_ok_and(|k| std::os::unix::fs::FileTypeExt::is_socket(&k)),
+            "the socket is still there"
+        );
+        let mut settings = dbfailover_core::config::StateSettings::default();
+        settings.store = dbfailover_core::config::StoreKind::File;
+        settings.path = Some(path.clone());
+        let refused = crate::from_settings(&settings).err().map(|e| e.to_string());
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|e| e.contains("not a state file")),
+            "{refused:?}"
+        );
+        settings.path = Some(dir.path().join("no-such-folder").join("state.json"));
+        let refused = crate::from_settings(&settings).err().map(|e| e.to_string());
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|e| e.contains("does not exist")),
+            "{refused:?}"
+        );
     }
 
     #[tokio::test]

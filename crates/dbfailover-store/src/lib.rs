@@ -111,6 +111,29 @@ pub fn from_settings(settings: &StateSettings) -> Result<Arc<dyn StateStore>, St
                     reason: "is a directory; name the state file in it".to_owned(),
                 });
             }
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                let kind = meta.file_type();
+                if !kind.is_file() && !kind.is_symlink() {
+                    return Err(StoreSetupError::InvalidSetting {
+                        key: "state.path",
+                        value: path.display().to_string(),
+                        reason: "is a device, a FIFO or a socket, not a state file; it is never \
+                                 replaced"
+                            .to_owned(),
+                    });
+                }
+            }
+            let folder = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            if !folder.is_dir() {
+                return Err(StoreSetupError::InvalidSetting {
+                    key: "state.path",
+                    value: path.display().to_string(),
+                    reason: format!("its folder {} does not exist", folder.display()),
+                });
+            }
             Ok(Arc::new(FileStore::new(
                 path,
                 &settings.prefix,
