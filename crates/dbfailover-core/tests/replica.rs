@@ -6,10 +6,11 @@
 
 use chrono::{DateTime, Duration as WallDuration, TimeZone, Utc};
 use dbfailover_core::record::{
-    CasOutcome, ConnectionEntry, Notice, Record, RecordKey, Slot, Version, Vote,
+    CasOutcome, ConnectionEntry, FleetRecord, Notice, Record, RecordKey, Slot, Version, Vote,
 };
 use dbfailover_core::replica::{Command, Now, Output, Replica, ReplicaConfig};
 use dbfailover_core::route::Preference;
+use dbfailover_core::topology::{TopologyRecord, decode_record};
 use dbfailover_core::{CheckResult, ConnectionStatus, EventOrigin, Role, Thresholds};
 use proptest::prelude::*;
 use std::collections::{HashMap, VecDeque};
@@ -51,6 +52,10 @@ struct Seen {
     unavailable: usize,
     restored: usize,
     foreign: usize,
+    /// The fleet's topology decisions, as told to the router.
+    topology: Vec<TopologyRecord>,
+    /// Connections whose handed-in results were decided.
+    applied: Vec<String>,
 }
 
 struct Node {
@@ -75,7 +80,9 @@ impl Sim {
         let nodes = (0..count)
             .map(|i| Node {
                 replica: Replica::new(
-                    ReplicaConfig::for_interval(0x1000 + i as u64, T, INTERVAL),
+                    // Even ids: a replica's write ids come from a generator seeded with
+                    // `instance | 1`, and two instances must not draw the same ones.
+                    ReplicaConfig::for_interval(0x1000 + 2 * i as u64, T, INTERVAL),
                     vec![
                         ("main".into(), Role::Primary),
                         ("standby".into(), Role::Failover),
@@ -193,6 +200,8 @@ impl Sim {
                 Output::StoreUnavailable { .. } => seen.unavailable += 1,
                 Output::StoreRestored => seen.restored += 1,
                 Output::ForeignRecord { .. } => seen.foreign += 1,
+                Output::Topology(record) => seen.topology.push(record),
+                Output::Applied { connection } => seen.applied.push(connection.to_string()),
                 _ => {}
             }
         }
@@ -806,4 +815,200 @@ fn a_store_that_answers_fewer_records_than_asked_is_not_answering() {
         .filter(|o| matches!(o, Output::StoreUnavailable { .. }))
         .count();
     assert_eq!(unavailable, 1);
+}
+
+fn stored_fleet(sim: &Sim) -> Option<(Version, FleetRecord)> {
+    match sim.stored(&RecordKey::Fleet) {
+        Slot::Readable {
+            version,
+            record: Record::Fleet(fleet),
+        } => Some((version, fleet)),
+        _ => None,
+    }
+}
+
+#[test]
+fn topology_decisions_reach_every_instance_through_the_fleet_record() {
+    let mut sim = Sim::new(3, &[]);
+    sim.round("main", &all(3, true));
+    // A field of a later release, already in the fleet record: kept as it is.
+    sim.store.records.insert(
+        RecordKey::Fleet,
+        b"dbfo2 1 00000000000000aa f pref=primary by=0 later=x".to_vec(),
+    );
+    for i in 0..3 {
+        sim.nodes[i].replica.request_load_all();
+        sim.drive(i);
+    }
+    let mut fences = TopologyRecord {
+        writer: Some("standby".into()),
+        ..TopologyRecord::default()
+    };
+    fences.fenced.insert("main".into(), "left behind".into());
+    sim.nodes[0].replica.handle_topology(fences.clone());
+    sim.drive(0);
+    sim.settle();
+    let (version, fleet) = stored_fleet(&sim).expect("a fleet record");
+    assert_eq!(version.counter, 2);
+    assert_eq!(decode_record(&fleet.extra), Some(fences.clone()));
+    assert!(fleet.extra.contains(&("later".to_owned(), "x".to_owned())));
+    assert_eq!(fleet.preference, Preference::Primary);
+    assert!(sim.nodes[0].seen.topology.is_empty(), "its own decisions");
+    for i in 1..3 {
+        assert_eq!(sim.nodes[i].seen.topology, [fences.clone()], "node {i}");
+    }
+    // What the fleet knows already writes nothing.
+    let commands = sim.store.commands;
+    sim.nodes[1].replica.handle_topology(fences.clone());
+    sim.drive(1);
+    sim.settle();
+    assert_eq!(sim.store.commands, commands);
+    // Another instance's decision adds up with the record's.
+    let mut more = TopologyRecord::default();
+    more.fenced
+        .insert("standby".into(), "older timeline".into());
+    sim.nodes[2].replica.handle_topology(more);
+    sim.drive(2);
+    sim.settle();
+    let (_, fleet) = stored_fleet(&sim).expect("a fleet record");
+    let merged = decode_record(&fleet.extra).expect("topology fields");
+    assert_eq!(merged.fenced.len(), 2);
+    assert_eq!(merged.writer.as_deref(), Some("standby"));
+    assert_eq!(sim.nodes[0].seen.topology.last(), Some(&merged));
+}
+
+#[test]
+fn a_fleet_record_holding_decisions_is_rewritten_before_the_store_forgets_it() {
+    let every = Duration::from_secs(1);
+    let mut sim = Sim::new(2, &[]);
+    for i in 0..2 {
+        sim.nodes[i].replica.set_fleet_refresh(every);
+    }
+    sim.round("main", &all(2, true));
+    sim.round("standby", &all(2, true));
+    let counter = |sim: &Sim| stored_fleet(sim).map(|(v, _)| v.counter);
+    // Nothing decided: nothing to keep alive.
+    assert_eq!(counter(&sim), None);
+    assert_eq!(sim.nodes[1].replica.poll_timeout(), None);
+    sim.advance(every * 2);
+    assert_eq!(counter(&sim), None);
+
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_force(Preference::Failover, "standby", now);
+    sim.drive(0);
+    sim.settle();
+    let forced = counter(&sim).expect("the forced switch is stored");
+    assert_eq!(
+        sim.nodes[1].replica.poll_timeout(),
+        Some(sim.now(1).mono + every),
+        "a timer for the refresh"
+    );
+    sim.advance(every - Duration::from_millis(100));
+    assert_eq!(counter(&sim), Some(forced), "not due yet");
+    sim.advance(Duration::from_millis(100));
+    assert_eq!(
+        counter(&sim),
+        Some(forced + 1),
+        "rewritten once, by one instance"
+    );
+    assert_eq!(
+        stored_fleet(&sim).map(|(_, f)| f.preference),
+        Some(Preference::Failover)
+    );
+    sim.advance(every);
+    assert_eq!(counter(&sim), Some(forced + 2));
+
+    // Back to the primary: the record holds nothing worth keeping alive.
+    let now = sim.now(1);
+    sim.nodes[1]
+        .replica
+        .handle_force(Preference::Primary, "main", now);
+    sim.drive(1);
+    sim.settle();
+    let back = counter(&sim).expect("stored");
+    sim.advance(every * 3);
+    assert_eq!(counter(&sim), Some(back));
+    assert_eq!(sim.nodes[0].replica.poll_timeout(), None);
+}
+
+#[test]
+fn a_refresh_interval_has_a_floor() {
+    let mut sim = Sim::new(1, &[]);
+    sim.nodes[0].replica.set_fleet_refresh(Duration::ZERO);
+    sim.round("main", &[true]);
+    sim.round("standby", &[true]);
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_force(Preference::Failover, "standby", now);
+    sim.drive(0);
+    sim.settle();
+    assert_eq!(
+        sim.nodes[0].replica.poll_timeout(),
+        Some(sim.now(0).mono + Duration::from_millis(10))
+    );
+}
+
+#[test]
+fn every_write_carries_a_write_id_of_its_own() {
+    let mut sim = Sim::new(2, &[]);
+    let mut versions: Vec<Version> = Vec::new();
+    for step in 0..12 {
+        sim.check(step % 2, "main", step % 3 != 0);
+        sim.advance(INTERVAL * 3);
+        if let Some(version) = sim.stored(&main_key()).version()
+            && versions.last() != Some(&version)
+        {
+            versions.push(version);
+        }
+    }
+    assert!(versions.len() >= 6, "{versions:?}");
+    for pair in versions.windows(2) {
+        assert_eq!(pair[1].counter, pair[0].counter + 1, "{versions:?}");
+    }
+    let mut ids: Vec<u64> = versions.iter().map(|v| v.write_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), versions.len(), "{versions:?}");
+}
+
+#[test]
+fn a_replica_reports_its_identity_its_connections_and_the_store_s_state() {
+    let mut sim = Sim::new(1, &[]);
+    let replica = &sim.nodes[0].replica;
+    assert_eq!(replica.instance(), 0x1000);
+    let connections: Vec<_> = replica
+        .trackers()
+        .map(|(name, role, tracker)| (name.to_string(), role, tracker.status()))
+        .collect();
+    assert_eq!(
+        connections,
+        [
+            ("main".to_owned(), Role::Primary, ConnectionStatus::Unknown),
+            (
+                "standby".to_owned(),
+                Role::Failover,
+                ConnectionStatus::Unknown
+            )
+        ]
+    );
+    assert_eq!(replica.status("other"), None);
+    assert!(!replica.in_outage());
+    sim.check(0, "main", true);
+    assert_eq!(sim.nodes[0].seen.applied, ["main"]);
+    sim.check(0, "standby", false);
+    assert_eq!(sim.nodes[0].seen.applied, ["main", "standby"]);
+    sim.check(0, "nobody", false);
+    assert_eq!(sim.nodes[0].seen.applied.len(), 2);
+    sim.store.up = false;
+    sim.check(0, "main", true);
+    assert!(sim.nodes[0].replica.in_outage());
+    assert_eq!(sim.nodes[0].seen.unavailable, 1);
+    sim.store.up = true;
+    sim.advance(INTERVAL);
+    sim.check(0, "main", true);
+    assert!(!sim.nodes[0].replica.in_outage());
+    assert_eq!(sim.nodes[0].seen.restored, 1);
 }
