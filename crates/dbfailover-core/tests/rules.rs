@@ -215,7 +215,7 @@ fn an_unknown_that_only_failed_has_results_all_the_same() {
 fn a_tracker_resumed_from_a_store_goes_on_from_its_counts() {
     let thresholds = Thresholds {
         failure_threshold: 3,
-        recovery_threshold: 2,
+        recovery_threshold: 3,
     };
     // HEALTHY with two failures stored: the next failure is the third.
     let mut tracker = HealthTracker::resume(thresholds, Healthy, 2);
@@ -232,7 +232,7 @@ fn a_tracker_resumed_from_a_store_goes_on_from_its_counts() {
     let counts = Counts {
         status: Down,
         failure_count: 0,
-        success_count: 1,
+        success_count: 2,
     };
     let mut tracker = HealthTracker::from_counts(thresholds, counts);
     assert_eq!(tracker.counts(), counts);
@@ -244,7 +244,7 @@ fn a_tracker_resumed_from_a_store_goes_on_from_its_counts() {
         Counts {
             status: Healthy,
             failure_count: 0,
-            success_count: 2
+            success_count: 3
         }
     );
 }
