@@ -207,6 +207,7 @@ fn bodies_this_release_cannot_read_are_replaced_expecting_their_write_id() {
         "c HEALTHY 0 0 - -",
         "f by=0",
         "f pref=primary pref=failover by=0",
+        "f pref=primary by=0 by=1",
         "f pref=secondary by=0",
         "f pref=primary by=zz",
         "f pref=primary by=0 =1",
