@@ -1012,3 +1012,34 @@ fn a_replica_reports_its_identity_its_connections_and_the_store_s_state() {
     assert!(!sim.nodes[0].replica.in_outage());
     assert_eq!(sim.nodes[0].seen.restored, 1);
 }
+
+#[test]
+fn a_record_that_vanished_and_came_back_is_followed_not_rewritten_over_and_over() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    let kept = sim.store.records.get(&main_key()).cloned().unwrap();
+    // The store loses the record (it failed over to a replica that lacked it)...
+    sim.store.records.remove(&main_key());
+    sim.nodes[0].replica.request_load_all();
+    let now = sim.now(0);
+    let Some(Command::Load(keys)) = sim.nodes[0].replica.poll_command(now) else {
+        panic!("a load");
+    };
+    let slots = sim.store.load(&keys);
+    sim.nodes[0].replica.handle_loaded(slots, now);
+    // ...and holds it again before this instance rewrites it (the store failed back).
+    sim.store.records.insert(main_key(), kept.clone());
+    let before = sim.store.commands;
+    sim.drive(0);
+    sim.settle();
+    for _ in 0..20 {
+        sim.advance(INTERVAL);
+    }
+    assert_eq!(sim.store.records.get(&main_key()), Some(&kept));
+    assert_eq!(
+        sim.store.commands - before,
+        1,
+        "one compare-and-set finds the record back; no write after it"
+    );
+    assert_eq!(sim.status(0, "main"), ConnectionStatus::Healthy);
+}
