@@ -1043,3 +1043,22 @@ fn a_record_that_vanished_and_came_back_is_followed_not_rewritten_over_and_over(
     );
     assert_eq!(sim.status(0, "main"), ConnectionStatus::Healthy);
 }
+
+#[test]
+fn during_an_outage_each_check_is_decided_at_once_not_at_the_next_retry() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    sim.store.up = false;
+    // The first check finds the store away; the next retry is an interval later.
+    sim.check(0, "main", false);
+    assert!(sim.nodes[0].replica.in_outage());
+    let applied = sim.nodes[0].seen.applied.len();
+    sim.check(0, "main", false);
+    sim.check(0, "main", false);
+    assert_eq!(sim.nodes[0].seen.applied.len(), applied + 2);
+    assert_eq!(sim.status(0, "main"), ConnectionStatus::Down);
+    assert_eq!(
+        sim.transitions_to(0, ConnectionStatus::Down),
+        [EventOrigin::Local]
+    );
+}
