@@ -1062,3 +1062,44 @@ fn during_an_outage_each_check_is_decided_at_once_not_at_the_next_retry() {
         [EventOrigin::Local]
     );
 }
+
+#[test]
+fn a_switch_forced_when_the_fleet_record_cannot_be_written_applies_at_once() {
+    // The store is away and its next retry is not due.
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    sim.round("standby", &[true]);
+    sim.store.up = false;
+    sim.check(0, "main", true);
+    assert!(sim.nodes[0].replica.in_outage());
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_force(Preference::Failover, "standby", now);
+    sim.collect(0);
+    assert_eq!(
+        sim.nodes[0].seen.forced,
+        [(Preference::Failover, EventOrigin::Local)]
+    );
+    // The fleet record is another release's: never overwritten, the switch applies here alone.
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    sim.round("standby", &[true]);
+    let foreign = b"dbfo3 1 ab pref=whatever".to_vec();
+    sim.store.records.insert(RecordKey::Fleet, foreign.clone());
+    sim.nodes[0].replica.request_load_all();
+    sim.drive(0);
+    assert_eq!(sim.nodes[0].seen.foreign, 1);
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_force(Preference::Failover, "standby", now);
+    sim.collect(0);
+    assert_eq!(
+        sim.nodes[0].seen.forced,
+        [(Preference::Failover, EventOrigin::Local)]
+    );
+    sim.drive(0);
+    sim.advance(INTERVAL);
+    assert_eq!(sim.store.records.get(&RecordKey::Fleet), Some(&foreign));
+}
