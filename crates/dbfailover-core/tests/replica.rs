@@ -1052,6 +1052,19 @@ fn during_an_outage_each_check_is_decided_at_once_not_at_the_next_retry() {
     // The first check finds the store away; the next retry is an interval later.
     sim.check(0, "main", false);
     assert!(sim.nodes[0].replica.in_outage());
+    assert_eq!(
+        sim.nodes[0].seen.applied,
+        ["main", "main"],
+        "the check whose write failed is decided alone"
+    );
+    assert_eq!(
+        sim.nodes[0]
+            .replica
+            .trackers()
+            .map(|(_, _, t)| t.state().failure_count)
+            .collect::<Vec<_>>(),
+        [1, 0]
+    );
     let applied = sim.nodes[0].seen.applied.len();
     sim.check(0, "main", false);
     sim.check(0, "main", false);

@@ -391,3 +391,34 @@ fn adopting_the_fleet_s_record_reports_what_changed_here() {
     );
     assert_eq!(t.fenced(), [false, false, false]);
 }
+
+#[test]
+fn two_writers_with_one_cluster_identity_are_a_split_brain_even_without_a_promotion() {
+    let mut t = Topology::new(vec!["a".into(), "b".into()], false);
+    assert!(t.observe(0, &writer(1)).is_empty());
+    assert_eq!(
+        t.observe(1, &writer(1)),
+        [TopologyEvent::SplitBrain {
+            connections: vec!["a".into(), "b".into()]
+        }]
+    );
+}
+
+#[test]
+fn a_cluster_identity_decides_even_for_a_fenced_writer() {
+    // main is fenced (left behind on an older timeline); another cluster's writer is no split.
+    let mut t = Topology::new(names(), true);
+    t.observe(2, &writer(2));
+    t.observe(0, &writer(1));
+    assert_eq!(t.fenced(), [true, false, false]);
+    t.observe_down(2);
+    let other = NodeFacts {
+        cluster: Some("8000".into()),
+        ..writer(1)
+    };
+    assert!(
+        !t.observe(1, &other)
+            .iter()
+            .any(|e| matches!(e, TopologyEvent::SplitBrain { .. }))
+    );
+}
