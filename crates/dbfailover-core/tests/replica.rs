@@ -1116,3 +1116,31 @@ fn a_switch_forced_when_the_fleet_record_cannot_be_written_applies_at_once() {
     sim.advance(INTERVAL);
     assert_eq!(sim.store.records.get(&RecordKey::Fleet), Some(&foreign));
 }
+
+#[test]
+fn a_write_that_meets_another_is_retried_on_what_it_found() {
+    let mut sim = Sim::new(2, &[]);
+    sim.round("main", &all(2, true));
+    // Both find it failing at once; instance 0's write lands before instance 1 hears of it.
+    for i in 0..2 {
+        let now = sim.now(i);
+        sim.nodes[i]
+            .replica
+            .handle_check("main", CheckResult::failure("refused"), now);
+        sim.drive(i);
+    }
+    sim.settle();
+    let Slot::Readable {
+        record: Record::Connection(entry),
+        ..
+    } = sim.stored(&main_key())
+    else {
+        panic!("a readable record");
+    };
+    assert_eq!(entry.votes.len(), 2);
+    assert!(
+        entry.votes.iter().all(|v| !v.ok),
+        "both failures are in the record: {:?}",
+        entry.votes
+    );
+}
