@@ -56,6 +56,8 @@ struct Seen {
     topology: Vec<TopologyRecord>,
     /// Connections whose handed-in results were decided.
     applied: Vec<String>,
+    /// Every status and forced switch told to the router, in order.
+    told: Vec<String>,
 }
 
 struct Node {
@@ -187,6 +189,15 @@ impl Sim {
     fn collect(&mut self, i: usize) {
         while let Some(output) = self.nodes[i].replica.poll_output() {
             let seen = &mut self.nodes[i].seen;
+            match &output {
+                Output::Status {
+                    connection, view, ..
+                } => seen.told.push(format!("{connection} {}", view.status)),
+                Output::Forced { preference, .. } => {
+                    seen.told.push(format!("forced {preference:?}"))
+                }
+                _ => {}
+            }
             match output {
                 Output::Status {
                     connection,
@@ -1142,5 +1153,27 @@ fn a_write_that_meets_another_is_retried_on_what_it_found() {
         entry.votes.iter().all(|v| !v.ok),
         "both failures are in the record: {:?}",
         entry.votes
+    );
+}
+
+#[test]
+fn a_learned_forced_switch_tells_its_target_s_status_before_the_switch() {
+    let mut sim = Sim::new(2, &[]);
+    sim.round("main", &all(2, true));
+    for _ in 0..3 {
+        sim.round("standby", &all(2, false));
+    }
+    assert_eq!(sim.status(1, "standby"), ConnectionStatus::Down);
+    sim.nodes[1].seen.told.clear();
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_force(Preference::Failover, "standby", now);
+    sim.drive(0);
+    sim.settle();
+    assert_eq!(
+        sim.nodes[1].seen.told,
+        ["standby HEALTHY", "forced Failover"],
+        "routing hears the target is usable before it is told to prefer it"
     );
 }
