@@ -33,6 +33,8 @@ struct Store {
     records: HashMap<RecordKey, Vec<u8>>,
     up: bool,
     commands: usize,
+    /// Every command an instance tried, answered or not.
+    tries: usize,
 }
 
 impl Store {
@@ -128,6 +130,7 @@ impl Sim {
                 break;
             };
             let reachable = self.store.up && !self.nodes[i].partitioned;
+            self.store.tries += 1;
             match command {
                 Command::Load(keys) => {
                     if reachable {
@@ -1175,5 +1178,31 @@ fn a_learned_forced_switch_tells_its_target_s_status_before_the_switch() {
         sim.nodes[1].seen.told,
         ["standby HEALTHY", "forced Failover"],
         "routing hears the target is usable before it is told to prefer it"
+    );
+}
+
+#[test]
+fn during_an_outage_the_store_is_tried_once_per_retry_interval() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    sim.store.up = false;
+    let tries = sim.store.tries;
+    sim.check(0, "main", true);
+    assert!(sim.nodes[0].replica.in_outage());
+    assert_eq!(sim.store.tries, tries + 1);
+    assert_eq!(
+        sim.nodes[0].replica.poll_timeout(),
+        Some(sim.now(0).mono + INTERVAL),
+        "a timer for the next try"
+    );
+    for _ in 0..5 {
+        sim.check(0, "main", true);
+    }
+    assert_eq!(sim.store.tries, tries + 1, "checks do not hurry the retry");
+    sim.advance(INTERVAL);
+    assert_eq!(sim.store.tries, tries + 2);
+    assert_eq!(
+        sim.nodes[0].replica.poll_timeout(),
+        Some(sim.now(0).mono + INTERVAL)
     );
 }
