@@ -6,10 +6,11 @@
 
 use chrono::{DateTime, Duration as WallDuration, TimeZone, Utc};
 use dbfailover_core::record::{
-    CasOutcome, ConnectionEntry, Notice, Record, RecordKey, Slot, Version, Vote,
+    CasOutcome, ConnectionEntry, FleetRecord, Notice, Record, RecordKey, Slot, Version, Vote,
 };
 use dbfailover_core::replica::{Command, Now, Output, Replica, ReplicaConfig};
 use dbfailover_core::route::Preference;
+use dbfailover_core::topology::{TopologyRecord, decode_record};
 use dbfailover_core::{CheckResult, ConnectionStatus, EventOrigin, Role, Thresholds};
 use proptest::prelude::*;
 use std::collections::{HashMap, VecDeque};
@@ -32,6 +33,8 @@ struct Store {
     records: HashMap<RecordKey, Vec<u8>>,
     up: bool,
     commands: usize,
+    /// Every command an instance tried, answered or not.
+    tries: usize,
 }
 
 impl Store {
@@ -51,6 +54,12 @@ struct Seen {
     unavailable: usize,
     restored: usize,
     foreign: usize,
+    /// The fleet's topology decisions, as told to the router.
+    topology: Vec<TopologyRecord>,
+    /// Connections whose handed-in results were decided.
+    applied: Vec<String>,
+    /// Every status and forced switch told to the router, in order.
+    told: Vec<String>,
 }
 
 struct Node {
@@ -75,7 +84,9 @@ impl Sim {
         let nodes = (0..count)
             .map(|i| Node {
                 replica: Replica::new(
-                    ReplicaConfig::for_interval(0x1000 + i as u64, T, INTERVAL),
+                    // Even ids: a replica's write ids come from a generator seeded with
+                    // `instance | 1`, and two instances must not draw the same ones.
+                    ReplicaConfig::for_interval(0x1000 + 2 * i as u64, T, INTERVAL),
                     vec![
                         ("main".into(), Role::Primary),
                         ("standby".into(), Role::Failover),
@@ -119,6 +130,7 @@ impl Sim {
                 break;
             };
             let reachable = self.store.up && !self.nodes[i].partitioned;
+            self.store.tries += 1;
             match command {
                 Command::Load(keys) => {
                     if reachable {
@@ -180,6 +192,15 @@ impl Sim {
     fn collect(&mut self, i: usize) {
         while let Some(output) = self.nodes[i].replica.poll_output() {
             let seen = &mut self.nodes[i].seen;
+            match &output {
+                Output::Status {
+                    connection, view, ..
+                } => seen.told.push(format!("{connection} {}", view.status)),
+                Output::Forced { preference, .. } => {
+                    seen.told.push(format!("forced {preference:?}"))
+                }
+                _ => {}
+            }
             match output {
                 Output::Status {
                     connection,
@@ -193,6 +214,8 @@ impl Sim {
                 Output::StoreUnavailable { .. } => seen.unavailable += 1,
                 Output::StoreRestored => seen.restored += 1,
                 Output::ForeignRecord { .. } => seen.foreign += 1,
+                Output::Topology(record) => seen.topology.push(record),
+                Output::Applied { connection } => seen.applied.push(connection.to_string()),
                 _ => {}
             }
         }
@@ -806,4 +829,380 @@ fn a_store_that_answers_fewer_records_than_asked_is_not_answering() {
         .filter(|o| matches!(o, Output::StoreUnavailable { .. }))
         .count();
     assert_eq!(unavailable, 1);
+}
+
+fn stored_fleet(sim: &Sim) -> Option<(Version, FleetRecord)> {
+    match sim.stored(&RecordKey::Fleet) {
+        Slot::Readable {
+            version,
+            record: Record::Fleet(fleet),
+        } => Some((version, fleet)),
+        _ => None,
+    }
+}
+
+#[test]
+fn topology_decisions_reach_every_instance_through_the_fleet_record() {
+    let mut sim = Sim::new(3, &[]);
+    sim.round("main", &all(3, true));
+    // A field of a later release, already in the fleet record: kept as it is.
+    sim.store.records.insert(
+        RecordKey::Fleet,
+        b"dbfo2 1 00000000000000aa f pref=primary by=0 later=x".to_vec(),
+    );
+    for i in 0..3 {
+        sim.nodes[i].replica.request_load_all();
+        sim.drive(i);
+    }
+    let mut fences = TopologyRecord {
+        writer: Some("standby".into()),
+        ..TopologyRecord::default()
+    };
+    fences.fenced.insert("main".into(), "left behind".into());
+    sim.nodes[0].replica.handle_topology(fences.clone());
+    sim.drive(0);
+    sim.settle();
+    let (version, fleet) = stored_fleet(&sim).expect("a fleet record");
+    assert_eq!(version.counter, 2);
+    assert_eq!(decode_record(&fleet.extra), Some(fences.clone()));
+    assert!(fleet.extra.contains(&("later".to_owned(), "x".to_owned())));
+    assert_eq!(fleet.preference, Preference::Primary);
+    assert!(sim.nodes[0].seen.topology.is_empty(), "its own decisions");
+    for i in 1..3 {
+        assert_eq!(sim.nodes[i].seen.topology, [fences.clone()], "node {i}");
+    }
+    // What the fleet knows already writes nothing.
+    let commands = sim.store.commands;
+    sim.nodes[1].replica.handle_topology(fences.clone());
+    sim.drive(1);
+    sim.settle();
+    assert_eq!(sim.store.commands, commands);
+    // Another instance's decision adds up with the record's.
+    let mut more = TopologyRecord::default();
+    more.fenced
+        .insert("standby".into(), "older timeline".into());
+    sim.nodes[2].replica.handle_topology(more);
+    sim.drive(2);
+    sim.settle();
+    let (_, fleet) = stored_fleet(&sim).expect("a fleet record");
+    let merged = decode_record(&fleet.extra).expect("topology fields");
+    assert_eq!(merged.fenced.len(), 2);
+    assert_eq!(merged.writer.as_deref(), Some("standby"));
+    assert_eq!(sim.nodes[0].seen.topology.last(), Some(&merged));
+}
+
+#[test]
+fn a_fleet_record_holding_decisions_is_rewritten_before_the_store_forgets_it() {
+    let every = Duration::from_secs(1);
+    let mut sim = Sim::new(2, &[]);
+    for i in 0..2 {
+        sim.nodes[i].replica.set_fleet_refresh(every);
+    }
+    sim.round("main", &all(2, true));
+    sim.round("standby", &all(2, true));
+    let counter = |sim: &Sim| stored_fleet(sim).map(|(v, _)| v.counter);
+    // Nothing decided: nothing to keep alive.
+    assert_eq!(counter(&sim), None);
+    assert_eq!(sim.nodes[1].replica.poll_timeout(), None);
+    sim.advance(every * 2);
+    assert_eq!(counter(&sim), None);
+
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_force(Preference::Failover, "standby", now);
+    sim.drive(0);
+    sim.settle();
+    let forced = counter(&sim).expect("the forced switch is stored");
+    assert_eq!(
+        sim.nodes[1].replica.poll_timeout(),
+        Some(sim.now(1).mono + every),
+        "a timer for the refresh"
+    );
+    sim.advance(every - Duration::from_millis(100));
+    assert_eq!(counter(&sim), Some(forced), "not due yet");
+    sim.advance(Duration::from_millis(100));
+    assert_eq!(
+        counter(&sim),
+        Some(forced + 1),
+        "rewritten once, by one instance"
+    );
+    assert_eq!(
+        stored_fleet(&sim).map(|(_, f)| f.preference),
+        Some(Preference::Failover)
+    );
+    sim.advance(every);
+    assert_eq!(counter(&sim), Some(forced + 2));
+
+    // Back to the primary: the record holds nothing worth keeping alive.
+    let now = sim.now(1);
+    sim.nodes[1]
+        .replica
+        .handle_force(Preference::Primary, "main", now);
+    sim.drive(1);
+    sim.settle();
+    let back = counter(&sim).expect("stored");
+    sim.advance(every * 3);
+    assert_eq!(counter(&sim), Some(back));
+    assert_eq!(sim.nodes[0].replica.poll_timeout(), None);
+}
+
+#[test]
+fn a_refresh_interval_has_a_floor() {
+    let mut sim = Sim::new(1, &[]);
+    sim.nodes[0].replica.set_fleet_refresh(Duration::ZERO);
+    sim.round("main", &[true]);
+    sim.round("standby", &[true]);
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_force(Preference::Failover, "standby", now);
+    sim.drive(0);
+    sim.settle();
+    assert_eq!(
+        sim.nodes[0].replica.poll_timeout(),
+        Some(sim.now(0).mono + Duration::from_millis(10))
+    );
+}
+
+#[test]
+fn every_write_carries_a_write_id_of_its_own() {
+    let mut sim = Sim::new(2, &[]);
+    let mut versions: Vec<Version> = Vec::new();
+    for step in 0..12 {
+        sim.check(step % 2, "main", step % 3 != 0);
+        sim.advance(INTERVAL * 3);
+        if let Some(version) = sim.stored(&main_key()).version()
+            && versions.last() != Some(&version)
+        {
+            versions.push(version);
+        }
+    }
+    assert!(versions.len() >= 6, "{versions:?}");
+    for pair in versions.windows(2) {
+        assert_eq!(pair[1].counter, pair[0].counter + 1, "{versions:?}");
+    }
+    let mut ids: Vec<u64> = versions.iter().map(|v| v.write_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), versions.len(), "{versions:?}");
+}
+
+#[test]
+fn a_replica_reports_its_identity_its_connections_and_the_store_s_state() {
+    let mut sim = Sim::new(1, &[]);
+    let replica = &sim.nodes[0].replica;
+    assert_eq!(replica.instance(), 0x1000);
+    let connections: Vec<_> = replica
+        .trackers()
+        .map(|(name, role, tracker)| (name.to_string(), role, tracker.status()))
+        .collect();
+    assert_eq!(
+        connections,
+        [
+            ("main".to_owned(), Role::Primary, ConnectionStatus::Unknown),
+            (
+                "standby".to_owned(),
+                Role::Failover,
+                ConnectionStatus::Unknown
+            )
+        ]
+    );
+    assert_eq!(replica.status("other"), None);
+    assert!(!replica.in_outage());
+    sim.check(0, "main", true);
+    assert_eq!(sim.nodes[0].seen.applied, ["main"]);
+    sim.check(0, "standby", false);
+    assert_eq!(sim.nodes[0].seen.applied, ["main", "standby"]);
+    sim.check(0, "nobody", false);
+    assert_eq!(sim.nodes[0].seen.applied.len(), 2);
+    sim.store.up = false;
+    sim.check(0, "main", true);
+    assert!(sim.nodes[0].replica.in_outage());
+    assert_eq!(sim.nodes[0].seen.unavailable, 1);
+    sim.store.up = true;
+    sim.advance(INTERVAL);
+    sim.check(0, "main", true);
+    assert!(!sim.nodes[0].replica.in_outage());
+    assert_eq!(sim.nodes[0].seen.restored, 1);
+}
+
+#[test]
+fn a_record_that_vanished_and_came_back_is_followed_not_rewritten_over_and_over() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    let kept = sim.store.records.get(&main_key()).cloned().unwrap();
+    // The store loses the record (it failed over to a replica that lacked it)...
+    sim.store.records.remove(&main_key());
+    sim.nodes[0].replica.request_load_all();
+    let now = sim.now(0);
+    let Some(Command::Load(keys)) = sim.nodes[0].replica.poll_command(now) else {
+        panic!("a load");
+    };
+    let slots = sim.store.load(&keys);
+    sim.nodes[0].replica.handle_loaded(slots, now);
+    // ...and holds it again before this instance rewrites it (the store failed back).
+    sim.store.records.insert(main_key(), kept.clone());
+    let before = sim.store.commands;
+    sim.drive(0);
+    sim.settle();
+    for _ in 0..20 {
+        sim.advance(INTERVAL);
+    }
+    assert_eq!(sim.store.records.get(&main_key()), Some(&kept));
+    assert_eq!(
+        sim.store.commands - before,
+        1,
+        "one compare-and-set finds the record back; no write after it"
+    );
+    assert_eq!(sim.status(0, "main"), ConnectionStatus::Healthy);
+}
+
+#[test]
+fn during_an_outage_each_check_is_decided_at_once_not_at_the_next_retry() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    sim.store.up = false;
+    // The first check finds the store away; the next retry is an interval later.
+    sim.check(0, "main", false);
+    assert!(sim.nodes[0].replica.in_outage());
+    assert_eq!(
+        sim.nodes[0].seen.applied,
+        ["main", "main"],
+        "the check whose write failed is decided alone"
+    );
+    assert_eq!(
+        sim.nodes[0]
+            .replica
+            .trackers()
+            .map(|(_, _, t)| t.state().failure_count)
+            .collect::<Vec<_>>(),
+        [1, 0]
+    );
+    let applied = sim.nodes[0].seen.applied.len();
+    sim.check(0, "main", false);
+    sim.check(0, "main", false);
+    assert_eq!(sim.nodes[0].seen.applied.len(), applied + 2);
+    assert_eq!(sim.status(0, "main"), ConnectionStatus::Down);
+    assert_eq!(
+        sim.transitions_to(0, ConnectionStatus::Down),
+        [EventOrigin::Local]
+    );
+}
+
+#[test]
+fn a_switch_forced_when_the_fleet_record_cannot_be_written_applies_at_once() {
+    // The store is away and its next retry is not due.
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    sim.round("standby", &[true]);
+    sim.store.up = false;
+    sim.check(0, "main", true);
+    assert!(sim.nodes[0].replica.in_outage());
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_force(Preference::Failover, "standby", now);
+    sim.collect(0);
+    assert_eq!(
+        sim.nodes[0].seen.forced,
+        [(Preference::Failover, EventOrigin::Local)]
+    );
+    // The fleet record is another release's: never overwritten, the switch applies here alone.
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    sim.round("standby", &[true]);
+    let foreign = b"dbfo3 1 ab pref=whatever".to_vec();
+    sim.store.records.insert(RecordKey::Fleet, foreign.clone());
+    sim.nodes[0].replica.request_load_all();
+    sim.drive(0);
+    assert_eq!(sim.nodes[0].seen.foreign, 1);
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_force(Preference::Failover, "standby", now);
+    sim.collect(0);
+    assert_eq!(
+        sim.nodes[0].seen.forced,
+        [(Preference::Failover, EventOrigin::Local)]
+    );
+    sim.drive(0);
+    sim.advance(INTERVAL);
+    assert_eq!(sim.store.records.get(&RecordKey::Fleet), Some(&foreign));
+}
+
+#[test]
+fn a_write_that_meets_another_is_retried_on_what_it_found() {
+    let mut sim = Sim::new(2, &[]);
+    sim.round("main", &all(2, true));
+    // Both find it failing at once; instance 0's write lands before instance 1 hears of it.
+    for i in 0..2 {
+        let now = sim.now(i);
+        sim.nodes[i]
+            .replica
+            .handle_check("main", CheckResult::failure("refused"), now);
+        sim.drive(i);
+    }
+    sim.settle();
+    let Slot::Readable {
+        record: Record::Connection(entry),
+        ..
+    } = sim.stored(&main_key())
+    else {
+        panic!("a readable record");
+    };
+    assert_eq!(entry.votes.len(), 2);
+    assert!(
+        entry.votes.iter().all(|v| !v.ok),
+        "both failures are in the record: {:?}",
+        entry.votes
+    );
+}
+
+#[test]
+fn a_learned_forced_switch_tells_its_target_s_status_before_the_switch() {
+    let mut sim = Sim::new(2, &[]);
+    sim.round("main", &all(2, true));
+    for _ in 0..3 {
+        sim.round("standby", &all(2, false));
+    }
+    assert_eq!(sim.status(1, "standby"), ConnectionStatus::Down);
+    sim.nodes[1].seen.told.clear();
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_force(Preference::Failover, "standby", now);
+    sim.drive(0);
+    sim.settle();
+    assert_eq!(
+        sim.nodes[1].seen.told,
+        ["standby HEALTHY", "forced Failover"],
+        "routing hears the target is usable before it is told to prefer it"
+    );
+}
+
+#[test]
+fn during_an_outage_the_store_is_tried_once_per_retry_interval() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    sim.store.up = false;
+    let tries = sim.store.tries;
+    sim.check(0, "main", true);
+    assert!(sim.nodes[0].replica.in_outage());
+    assert_eq!(sim.store.tries, tries + 1);
+    assert_eq!(
+        sim.nodes[0].replica.poll_timeout(),
+        Some(sim.now(0).mono + INTERVAL),
+        "a timer for the next try"
+    );
+    for _ in 0..5 {
+        sim.check(0, "main", true);
+    }
+    assert_eq!(sim.store.tries, tries + 1, "checks do not hurry the retry");
+    sim.advance(INTERVAL);
+    assert_eq!(sim.store.tries, tries + 2);
+    assert_eq!(
+        sim.nodes[0].replica.poll_timeout(),
+        Some(sim.now(0).mono + INTERVAL)
+    );
 }

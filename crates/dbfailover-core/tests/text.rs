@@ -1,0 +1,163 @@
+//! Text forms an operator reads or writes: masked URLs, durations in files and JSON, setting errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use dbfailover_core::url::{mask_password, mask_text};
+use dbfailover_core::{ConfigError, DatabaseUrl};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[test]
+fn a_password_parameter_is_masked_wherever_it_stands() {
+    assert_eq!(
+        mask_password("password=secret host=db"),
+        "password=**** host=db"
+    );
+    assert_eq!(
+        mask_password("host=db PASSWORD=secret"),
+        "host=db PASSWORD=****"
+    );
+    assert_eq!(
+        mask_password("postgres://h/db?password=a;b=c"),
+        "postgres://h/db?password=****;b=c"
+    );
+    assert_eq!(
+        mask_password("postgres://h/db?sslmode=x&password=abc#frag"),
+        "postgres://h/db?sslmode=x&password=****#frag"
+    );
+    assert_eq!(
+        mask_password("postgres://h/db?password=a&password=b"),
+        "postgres://h/db?password=****&password=****"
+    );
+}
+
+#[test]
+fn only_a_parameter_naming_a_password_with_a_value_is_masked() {
+    // Any parameter whose name ends in `password` is a secret (`sslpassword`, `oldpassword`).
+    assert_eq!(
+        mask_password("postgres://h/db?oldpassword=abc&user=u"),
+        "postgres://h/db?oldpassword=****&user=u"
+    );
+    assert_eq!(
+        mask_password("postgres://h/db?password=&x=1"),
+        "postgres://h/db?password=&x=1"
+    );
+    assert_eq!(mask_password("no url here"), "no url here");
+}
+
+#[test]
+fn user_info_passwords_are_masked_up_to_the_end_of_each_url() {
+    assert_eq!(
+        mask_text("failed: postgres://a:pw@h1/db, then mysql://b:pw2@h2/db"),
+        "failed: postgres://a:****@h1/db, then mysql://b:****@h2/db"
+    );
+    assert_eq!(
+        mask_text("<postgres://a:pw@h/db>"),
+        "<postgres://a:****@h/db>"
+    );
+}
+
+#[test]
+fn a_database_url_shows_itself_masked_everywhere_but_to_the_driver() {
+    let url = DatabaseUrl::parse("MySQL://app:hunter2@db:3306/app").unwrap();
+    assert_eq!(url.scheme(), "mysql");
+    assert_eq!(url.expose(), "MySQL://app:hunter2@db:3306/app");
+    assert_eq!(url.masked(), "MySQL://app:****@db:3306/app");
+    assert_eq!(url.to_string(), "MySQL://app:****@db:3306/app");
+    assert_eq!(
+        format!("{url:?}"),
+        "DatabaseUrl(\"MySQL://app:****@db:3306/app\")"
+    );
+    assert_eq!(
+        serde_json::to_string(&url).unwrap(),
+        "\"MySQL://app:****@db:3306/app\""
+    );
+    let read: DatabaseUrl = serde_json::from_str("\"postgres://a:b@h/db\"").unwrap();
+    assert_eq!(read.expose(), "postgres://a:b@h/db");
+    let err = serde_json::from_str::<DatabaseUrl>("\"not a url, pw:x@\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is not a URL"), "{err}");
+    assert!(DatabaseUrl::parse("sqlite:///tmp/a.db").is_ok());
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Timings {
+    #[serde(with = "dbfailover_core::duration::human")]
+    interval: Duration,
+    #[serde(with = "dbfailover_core::duration::option_human", default)]
+    fast: Option<Duration>,
+    #[serde(with = "dbfailover_core::duration::option_millis", default)]
+    latency: Option<Duration>,
+}
+
+#[test]
+fn durations_are_read_as_words_or_whole_seconds_and_written_as_words() {
+    let read: Timings =
+        serde_json::from_str(r#"{"interval": "1m 30s", "fast": 2, "latency": 2.5}"#).unwrap();
+    assert_eq!(
+        read,
+        Timings {
+            interval: Duration::from_secs(90),
+            fast: Some(Duration::from_secs(2)),
+            latency: Some(Duration::from_micros(2500)),
+        }
+    );
+    let json = serde_json::to_value(&read).unwrap();
+    assert_eq!(json["interval"], "1m 30s");
+    assert_eq!(json["fast"], "2s");
+    assert_eq!(json["latency"], 2.5);
+
+    let none: Timings = serde_json::from_str(r#"{"interval": 3}"#).unwrap();
+    assert_eq!(
+        (none.interval, none.fast, none.latency),
+        (Duration::from_secs(3), None, None)
+    );
+    let json = serde_json::to_value(&none).unwrap();
+    assert!(json["fast"].is_null());
+    assert!(json["latency"].is_null());
+
+    // TOML integers are signed.
+    let read: Timings = toml::from_str("interval = 5\nfast = \"250ms\"").unwrap();
+    assert_eq!(read.interval, Duration::from_secs(5));
+    assert_eq!(read.fast, Some(Duration::from_millis(250)));
+}
+
+#[test]
+fn a_duration_that_is_not_one_says_what_would_be() {
+    let err = |json: &str| {
+        serde_json::from_str::<Timings>(json)
+            .unwrap_err()
+            .to_string()
+    };
+    let negative = err(r#"{"interval": -1}"#);
+    assert!(negative.contains("`-1` is negative"), "{negative}");
+    let words = err(r#"{"interval": "soon"}"#);
+    assert!(words.contains("`soon` is not a duration"), "{words}");
+    assert!(words.contains("write e.g. \"2s\""), "{words}");
+    let wrong_type = err(r#"{"interval": true}"#);
+    assert!(
+        wrong_type.contains("a duration such as \"2s\" or \"250ms\", or a whole number of seconds"),
+        "{wrong_type}"
+    );
+}
+
+#[test]
+fn a_latency_that_cannot_be_one_is_unknown() {
+    let read: Timings = serde_json::from_str(r#"{"interval": 1, "latency": -3}"#).unwrap();
+    assert_eq!(read.latency, None);
+    let read: Timings = serde_json::from_str(r#"{"interval": 1, "latency": 0}"#).unwrap();
+    assert_eq!(read.latency, Some(Duration::ZERO));
+    let read: Timings = serde_json::from_str(r#"{"interval": 1, "latency": 1500}"#).unwrap();
+    assert_eq!(read.latency, Some(Duration::from_millis(1500)));
+}
+
+#[test]
+fn a_setting_error_names_the_key_the_value_and_the_rule() {
+    let err = ConfigError::invalid("health_check.failure_threshold", 0, "must be at least 1");
+    assert_eq!(err.key(), "health_check.failure_threshold");
+    assert_eq!(
+        err.to_string(),
+        "invalid setting `health_check.failure_threshold` = `0`: must be at least 1"
+    );
+}
