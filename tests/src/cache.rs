@@ -468,6 +468,21 @@ impl SentinelBed {
         self.replica.signal("CONT");
     }
 
+    /// SIGSTOP of Sentinel `index` (in [`Self::sentinel_urls`] order): its port still accepts,
+    /// nothing answers.
+    pub fn freeze_sentinel(&self, index: usize) {
+        if let Some(sentinel) = self.sentinels.get(index) {
+            sentinel.signal("STOP");
+        }
+    }
+
+    /// SIGCONT of Sentinel `index`.
+    pub fn thaw_sentinel(&self, index: usize) {
+        if let Some(sentinel) = self.sentinels.get(index) {
+            sentinel.signal("CONT");
+        }
+    }
+
     /// The ports of the first primary and of the replica.
     pub fn ports(&self) -> (u16, u16) {
         (self.primary.port, self.replica.port)

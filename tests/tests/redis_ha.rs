@@ -486,3 +486,29 @@ async fn cluster_slot_owner_killed_in_the_middle_of_a_database_failover_loses_no
     assert_ne!(new_owner, owner, "the replica took the slot over");
     assert!(restored.iter().all(|d| *d < Duration::from_secs(15)));
 }
+
+/// A Sentinel that hangs (SIGSTOP: its port accepts, nothing answers) while the two others answer:
+/// the store asks every Sentinel at once, each bounded, and goes on with the first answer; a new
+/// store and one whose connection was cut both keep working.
+#[actix_rt::test]
+async fn a_hung_sentinel_listed_first_does_not_stop_the_store() {
+    let bed = SentinelBed::start();
+    let state = sentinel_settings(&bed);
+    let warm = dbfailover::store::from_settings(&state).unwrap();
+    warm.load(&[RecordKey::Fleet]).await.unwrap();
+    bed.freeze_sentinel(0);
+    let fresh = dbfailover::store::from_settings(&state).unwrap();
+    let (primary, _) = bed.ports();
+    bed.node_cli(primary, &["CLIENT", "KILL", "TYPE", "normal"]);
+    let mut answered = (0, 0);
+    for _ in 0..5 {
+        answered.0 += usize::from(fresh.load(&[RecordKey::Fleet]).await.is_ok());
+        answered.1 += usize::from(warm.load(&[RecordKey::Fleet]).await.is_ok());
+    }
+    bed.thaw_sentinel(0);
+    assert_eq!(
+        answered,
+        (5, 5),
+        "calls answered (new store, cut store) of 5 each"
+    );
+}

@@ -28,6 +28,8 @@ struct StatusJson {
     /// The replicas reads go to now (healthy, under the lag bound), in order.
     reads: Vec<String>,
     active: ActiveJson,
+    /// Whether the state store answered: when it did not, the states are this process's own.
+    store_available: bool,
 }
 
 /// Reads the shared state (no check is run) and prints it.
@@ -43,6 +45,24 @@ pub(crate) async fn run(source: &ConfigSource, args: StatusArgs) -> Result<(), C
         .active_connection()
         .await
         .map_err(|error| CliError::Failed(error.to_string()))?;
+    let store_available = match handle.event_stream().await {
+        Ok(mut stream) => !matches!(
+            stream.recv().await.map(|event| event.kind),
+            Ok(dbfailover::EventKind::CurrentState {
+                store_available: false,
+                ..
+            })
+        ),
+        Err(_) => true,
+    };
+    // A store that does not answer holds no state to show: say so, and exit 1 after the table.
+    let silent = (!store_available).then(|| {
+        CliError::Failed(format!(
+            "the state store ({}) does not answer: the states shown are this process's own, not \
+             the shared ones",
+            config.state.store
+        ))
+    });
     let connections: Vec<ConnectionJson> = reports.iter().map(ConnectionJson::from).collect();
     let read_nodes = handle.shared_active().reads().nodes;
     let names = handle.names();
@@ -60,9 +80,10 @@ pub(crate) async fn run(source: &ConfigSource, args: StatusArgs) -> Result<(), C
                 connection: active.name,
                 epoch: active.epoch,
             },
+            store_available,
         };
         output::print_line(&output::json_line(&status));
-        return Ok(());
+        return silent.map_or(Ok(()), Err);
     }
     let header = [
         "CONNECTION",
@@ -144,5 +165,5 @@ pub(crate) async fn run(source: &ConfigSource, args: StatusArgs) -> Result<(), C
     } else {
         output::print_line(&format!("state store: {}", config.state.store));
     }
-    Ok(())
+    silent.map_or(Ok(()), Err)
 }

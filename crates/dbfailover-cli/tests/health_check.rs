@@ -239,4 +239,10 @@ fn fail_on_down_says_unknown_for_a_bad_command_line_and_warns_of_a_silent_store(
         last.starts_with("WARNING: main, standby healthy; the state store (redis) does not answer"),
         "{stdout}"
     );
+    // `status` has no shared state to show: it says so and exits 1 after the table.
+    let (output, _) = run(dir.path(), &["status", "--json"], &[]);
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(code(&output), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("\"store_available\":false"), "{stdout}");
+    assert!(stderr.contains("does not answer"), "{stderr}");
 }

@@ -160,9 +160,8 @@ impl<'de> Deserialize<'de> for RedisNodes {
                 f.write_str("a list of redis:// URLs, or URLs separated by commas")
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<RedisNodes, E> {
-                text.split(',')
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
+                split_urls(text)
+                    .into_iter()
                     .map(|t| DatabaseUrl::parse(t).map_err(E::custom))
                     .collect::<Result<Vec<_>, _>>()
                     .map(RedisNodes)
@@ -970,9 +969,48 @@ fn validate_redis_topology(s: &StateSettings) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The URLs of a comma-separated list: a comma starts a new URL only when a scheme (`redis://`,
+/// `rediss://`) follows it, so a comma inside a password (`redis://:a,b@h`) never cuts a URL in two
+/// (which would show the piece before the comma, unmasked, in an error).
+fn split_urls(text: &str) -> Vec<&str> {
+    // A trailing comma ends the list (a URL ends with its host or path, never with a comma).
+    let text = text.trim().trim_end_matches(',');
+    let mut starts = vec![0];
+    for (at, _) in text.match_indices(',') {
+        let rest = text[at + 1..].trim_start();
+        let scheme_len = rest.find("://").filter(|&end| {
+            end > 0
+                && rest[..end]
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        });
+        if scheme_len.is_some() {
+            starts.push(at + 1);
+        }
+    }
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, &start)| {
+            let end = starts.get(i + 1).map_or(text.len(), |&next| next - 1);
+            text[start..end].trim()
+        })
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_comma_splits_a_url_list_only_before_a_scheme() {
+        assert_eq!(
+            split_urls("redis://:a,b@h1:1, rediss://u:c,d,e@h2:2,"),
+            ["redis://:a,b@h1:1", "rediss://u:c,d,e@h2:2"]
+        );
+        assert_eq!(split_urls(" , "), Vec::<&str>::new());
+    }
 
     fn url(text: &str) -> DatabaseUrl {
         DatabaseUrl::parse(text).unwrap_or_else(|e| panic!("{e}"))

@@ -31,9 +31,7 @@ use dbfailover_core::url::{mask_password, mask_text};
 use dbfailover_engine::{StateStore, StoreError, StoreFuture};
 use deadpool_redis::redis::cluster::{ClusterClient, ClusterClientBuilder};
 use deadpool_redis::redis::cluster_async::ClusterConnection;
-use deadpool_redis::redis::sentinel::{
-    SentinelClient, SentinelNodeConnectionInfo, SentinelServerType,
-};
+
 use deadpool_redis::redis::{
     self, AsyncConnectionConfig, IntoConnectionInfo, aio::MultiplexedConnection,
 };
@@ -93,10 +91,7 @@ enum Topology {
     /// primary the latest connection reached is published to the change feed, which subscribes
     /// again when it moves (a subscription can outlive its node's role silently: a primary that
     /// hung and came back).
-    Sentinel(
-        Arc<tokio::sync::Mutex<SentinelClient>>,
-        Arc<tokio::sync::watch::Sender<String>>,
-    ),
+    Sentinel(Arc<Sentinels>, Arc<tokio::sync::watch::Sender<String>>),
     /// A Redis Cluster; the client follows its slots and failovers.
     Cluster {
         client: Box<ClusterClient>,
@@ -220,7 +215,8 @@ impl RedisStore {
         for url in sentinels {
             check_tls("state.sentinels", url)?;
         }
-        let mut node = SentinelNodeConnectionInfo::default();
+        let mut node = redis::RedisConnectionInfo::default();
+        let mut node_tls = false;
         if let Some(auth) = node_auth {
             check_tls("state.node_auth", auth)?;
             let info =
@@ -230,28 +226,37 @@ impl RedisStore {
                         value: mask_password(auth),
                         reason: mask_text(&e.to_string()),
                     })?;
-            node = node.set_redis_connection_info(info.redis_settings().clone());
-            if auth.starts_with("rediss:") {
-                node = node.set_tls_mode(redis::TlsMode::Secure);
-            }
+            node = info.redis_settings().clone();
+            node_tls = auth.starts_with("rediss:");
         }
-        // The name is a `String` without the `redis-tls` feature, any `AsRef<str>` with it.
-        #[allow(clippy::unnecessary_to_owned)]
-        let client = SentinelClient::build(
-            sentinels.to_vec(),
-            master_name.to_owned(),
-            Some(node),
-            SentinelServerType::Master,
-        )
-        .map_err(|e| StoreSetupError::InvalidSetting {
-            key: "state.sentinels",
-            value: shown.clone(),
-            reason: mask_text(&e.to_string()),
-        })?;
+        if sentinels.is_empty() {
+            return Err(StoreSetupError::InvalidSetting {
+                key: "state.sentinels",
+                value: String::new(),
+                reason: "lists no Sentinel".to_owned(),
+            });
+        }
+        let clients = sentinels
+            .iter()
+            .map(|url| {
+                redis::Client::open(*url).map_err(|e| StoreSetupError::InvalidSetting {
+                    key: "state.sentinels",
+                    value: mask_password(url),
+                    reason: mask_text(&e.to_string()),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let client = Sentinels {
+            clients,
+            master_name: master_name.to_owned(),
+            node,
+            node_tls,
+            timeout,
+        };
         Ok(Self::with(
             format!("redis sentinel {master_name} via {shown}"),
             Topology::Sentinel(
-                Arc::new(tokio::sync::Mutex::new(client)),
+                Arc::new(client),
                 Arc::new(tokio::sync::watch::Sender::new(String::new())),
             ),
             prefix.to_owned(),
@@ -343,11 +348,22 @@ impl RedisStore {
                 .map(Connection::Node),
             Topology::Sentinel(sentinel, primary) => {
                 // Asks the Sentinels for the primary and checks its role (ROLE) before use.
-                let client = sentinel.lock().await.async_get_client().await?;
-                let connection = client
+                let client = sentinel.primary().await?;
+                let mut node = client
                     .get_multiplexed_async_connection_with_config(&config)
                     .await
-                    .map(Connection::Node)?;
+                    .map_err(|e| wrap(e, "connecting to the primary (state.node_auth)"))?;
+                let role: Vec<redis::Value> = redis::cmd("ROLE")
+                    .query_async(&mut node)
+                    .await
+                    .map_err(|e| wrap(e, "asking the primary its role"))?;
+                if !matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "the node the Sentinels name is not a primary (yet)",
+                    )));
+                }
+                let connection = Connection::Node(node);
                 let address = client.get_connection_info().addr().to_string();
                 primary.send_if_modified(|current| {
                     let moved = *current != address;
@@ -483,9 +499,12 @@ fn check_tls(key: &'static str, url: &str) -> Result<(), StoreSetupError> {
 
 /// The cluster client's settings: every node's connection bounded by the store timeout.
 fn cluster_builder(nodes: &[String], timeout: Duration) -> ClusterClientBuilder {
+    // Each node gets a third of a call's bound: a node that hangs (its TCP port still accepts) is
+    // given up in time for the others to answer within the call.
+    let per_node = (timeout / 3).max(Duration::from_millis(10));
     ClusterClientBuilder::new(nodes.to_vec())
-        .connection_timeout(timeout)
-        .response_timeout(timeout)
+        .connection_timeout(per_node)
+        .response_timeout(per_node)
 }
 
 /// The script's `KEYS` and `ARGV` for `writes` (see [`CAS_SCRIPT`]).
@@ -646,21 +665,87 @@ fn nobody_listens(feed: &Feed) -> bool {
     idle
 }
 
+/// The Sentinels of a primary: asked all at once, each bounded by half the store timeout, the first
+/// answer wins, so that a Sentinel that hangs (or is gone) never holds the store up while the others
+/// answer.
+struct Sentinels {
+    clients: Vec<redis::Client>,
+    master_name: String,
+    /// The data nodes' user, password and database.
+    node: redis::RedisConnectionInfo,
+    node_tls: bool,
+    timeout: Duration,
+}
+
+impl Sentinels {
+    /// A client for the node the Sentinels name as the primary now.
+    async fn primary(&self) -> redis::RedisResult<redis::Client> {
+        let bound = (self.timeout / 2).max(Duration::from_millis(10));
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(bound))
+            .set_response_timeout(Some(bound));
+        let asks = self.clients.iter().map(|sentinel| {
+            let config = config.clone();
+            Box::pin(async move {
+                let ask = async {
+                    let mut connection = sentinel
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?;
+                    redis::cmd("SENTINEL")
+                        .arg("get-master-addr-by-name")
+                        .arg(&self.master_name)
+                        .query_async::<Option<(String, u16)>>(&mut connection)
+                        .await
+                };
+                match tokio::time::timeout(bound, ask).await {
+                    Ok(Ok(Some(address))) => Ok(address),
+                    Ok(Ok(None)) => Err(redis::RedisError::from((
+                        redis::ErrorKind::MasterNameNotFoundBySentinel,
+                        "a Sentinel knows no primary by the name state.master_name",
+                    ))),
+                    Ok(Err(e)) => Err(wrap(e, "asking a Sentinel (state.sentinels)")),
+                    Err(_) => Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "a Sentinel did not answer in time",
+                    ))),
+                }
+            })
+        });
+        let ((host, port), _) = futures_util::future::select_ok(asks).await?;
+        let addr = if self.node_tls {
+            redis::ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            redis::ConnectionAddr::Tcp(host, port)
+        };
+        let info = addr
+            .into_connection_info()?
+            .set_redis_settings(self.node.clone());
+        redis::Client::open(info)
+    }
+}
+
+/// `error` with what was being done in front, its kind kept.
+fn wrap(error: redis::RedisError, doing: &'static str) -> redis::RedisError {
+    redis::RedisError::from((error.kind(), doing, mask_text(&error.to_string())))
+}
+
 /// Where a node subscriber connects: one node, or the primary the Sentinels name at each attempt
 /// (with the address of the primary the store's calls reach, to follow it).
 enum FeedSource {
     Node(Box<redis::Client>),
-    Sentinel(
-        Arc<tokio::sync::Mutex<SentinelClient>>,
-        tokio::sync::watch::Receiver<String>,
-    ),
+    Sentinel(Arc<Sentinels>, tokio::sync::watch::Receiver<String>),
 }
 
 impl FeedSource {
     async fn client(&self) -> redis::RedisResult<redis::Client> {
         match self {
             Self::Node(client) => Ok(client.as_ref().clone()),
-            Self::Sentinel(sentinel, _) => sentinel.lock().await.async_get_client().await,
+            Self::Sentinel(sentinel, _) => sentinel.primary().await,
         }
     }
 
