@@ -55,9 +55,16 @@ fn settings(
 }
 
 async fn member(state: &StateSettings) -> Member {
+    let store = dbfailover::store::from_settings(state).unwrap();
+    member_with_store(state, store).await
+}
+
+async fn member_with_store(
+    state: &StateSettings,
+    store: Arc<dyn dbfailover::StateStore>,
+) -> Member {
     let primary_up = Arc::new(AtomicBool::new(true));
     let failover_up = Arc::new(AtomicBool::new(true));
-    let store = dbfailover::store::from_settings(state).unwrap();
     let engine = FailoverSystem::builder(config(state.clone()))
         .probe("main", switch_probe(Arc::clone(&primary_up)))
         .probe("standby", switch_probe(Arc::clone(&failover_up)))
@@ -428,10 +435,13 @@ async fn file_store_entries_expire_to_unknown() {
 #[actix_rt::test]
 async fn an_unwritable_state_file_is_an_outage_not_a_stop() {
     let dir = tempfile::tempdir().unwrap();
-    // A folder where the file should be: every write fails, as an unwritable file would.
+    // A folder put where the file should be after the start (one at the start is refused): every
+    // write fails, as an unwritable file would.
     let path = dir.path().join("state.json");
+    let state = settings(StoreKind::File, None, Some(path.clone()));
+    let store = dbfailover::store::from_settings(&state).unwrap();
     std::fs::create_dir(&path).unwrap();
-    let members = fleet(&settings(StoreKind::File, None, Some(path)), 1).await;
+    let members = vec![member_with_store(&state, store).await];
     members[0].primary_up.store(false, Ordering::SeqCst);
     all_reach(
         &[&members[0].engine],

@@ -6,7 +6,9 @@
 //! same for every process of the host whatever its wall clock says: an entry past its expiry, or
 //! written before the last boot, reads as missing. A file that cannot be parsed, or a path that is not
 //! a regular file (a link, a FIFO), reads as unreadable for every record, so a write expecting that
-//! replaces it with a new file of its own records.
+//! replaces it with a new file of its own records; a link is replaced, never followed. A device, a
+//! FIFO, a socket or a directory at the path is never replaced (it is somebody else's): writes fail,
+//! an outage, until an operator moves it.
 //!
 //! Every compare-and-set takes an exclusive lock on a lock file beside the state file (`PATH.lock`,
 //! never replaced, never followed if it is a symbolic link), reads the state file, checks every
@@ -160,7 +162,8 @@ impl FileStore {
     }
 
     /// Reads the state file. Anything but a regular file at the path (a link, a FIFO, a device)
-    /// reads as garbage, never followed and never waited on; the next write replaces it.
+    /// reads as garbage, never followed and never waited on; the next write replaces a link, and
+    /// leaves anything else alone (an error).
     fn read(&self) -> Result<State, StoreError> {
         use std::io::Read as _;
         match std::fs::symlink_metadata(&self.path) {
@@ -567,7 +570,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_fifo_or_a_link_at_the_state_path_reads_as_garbage_and_is_replaced_not_followed() {
+    async fn a_fifo_is_never_waited_on_nor_replaced_and_a_link_is_replaced_not_followed() {
         let dir = temp_dir();
         let store = store(&dir, Duration::from_secs(60));
         let path = dir.path().join("state.json");
@@ -576,11 +579,17 @@ mod tests {
             load(&store, &[main()]).await,
             vec![Slot::Unreadable { header: None }]
         );
-        assert_eq!(
-            cas(&store, &[conn_write(Expect::Unreadable, 1)]).await,
-            CasOutcome::Written
+        // Not ours to replace (a device would be the same): the write is an error, the FIFO stays.
+        assert!(
+            store
+                .compare_and_set(&[conn_write(Expect::Unreadable, 1)])
+                .await
+                .is_err()
         );
-        assert!(std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file()));
+        assert!(
+            std::fs::symlink_metadata(&path)
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()))
+        );
         // A link to another file: never written through.
         let victim = dir.path().join("victim");
         std::fs::write(&victim, b"keep me").unwrap_or_default();
