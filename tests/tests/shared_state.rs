@@ -441,7 +441,7 @@ async fn an_unwritable_state_file_is_an_outage_not_a_stop() {
     let state = settings(StoreKind::File, None, Some(path.clone()));
     let store = dbfailover::store::from_settings(&state).unwrap();
     std::fs::create_dir(&path).unwrap();
-    let members = vec![member_with_store(&state, store).await];
+    let members = [member_with_store(&state, store).await];
     members[0].primary_up.store(false, Ordering::SeqCst);
     all_reach(
         &[&members[0].engine],
