@@ -50,9 +50,12 @@ async fn watch_prints_json_events_serves_metrics_and_stops_on_sigterm() {
             && event["at"].as_str().unwrap().ends_with('Z'),
         "{event}"
     );
-    watch.wait_for(Duration::from_secs(5), |l| {
-        is_event(l, "ConnectionHealthy") && json(l)["connection_name"] == "standby"
-    });
+    // Both connections are HEALTHY (the first event may be either's).
+    for name in ["main", "standby"] {
+        watch.wait_for(Duration::from_secs(5), |l| {
+            is_event(l, "ConnectionHealthy") && json(l)["connection_name"] == name
+        });
+    }
 
     // The first scrape: every series an alert or a rate() needs, before anything failed or switched.
     let metrics = get_metrics(&addr);
