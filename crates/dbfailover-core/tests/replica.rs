@@ -1206,3 +1206,32 @@ fn during_an_outage_the_store_is_tried_once_per_retry_interval() {
         Some(sim.now(0).mono + INTERVAL)
     );
 }
+
+/// A check that arrives while a read is in flight is decided as soon as the read answers, when it
+/// needs no write: the caller waiting for it (`FailoverHandle::check`) is not left until the next
+/// store operation.
+#[test]
+fn a_check_that_arrives_during_a_read_is_decided_when_the_read_answers() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    sim.round("main", &[true]);
+    sim.nodes[0].replica.request_load_all();
+    let now = sim.now(0);
+    let Some(Command::Load(keys)) = sim.nodes[0].replica.poll_command(now) else {
+        panic!("a read starts");
+    };
+    sim.nodes[0]
+        .replica
+        .handle_check("main", CheckResult::success(Duration::from_millis(1)), now);
+    sim.collect(0);
+    let before = sim.nodes[0].seen.applied.len();
+    let slots = sim.store.load(&keys);
+    sim.nodes[0].replica.handle_loaded(slots, now);
+    sim.collect(0);
+    assert_eq!(
+        sim.nodes[0].seen.applied.len(),
+        before + 1,
+        "decided once the read answered, with nothing written"
+    );
+    assert_eq!(sim.nodes[0].replica.poll_command(now), None);
+}
