@@ -38,3 +38,18 @@ pub(crate) async fn start(config: &Config, checks: Checks) -> Result<FailoverHan
 pub(crate) async fn settle(handle: &FailoverHandle) {
     let _ = handle.connection_states().await;
 }
+
+/// Whether the engine's state store answers, as the current state every subscriber hears first says
+/// (`true` when the engine cannot tell: nothing to warn about).
+pub(crate) async fn store_answers(handle: &FailoverHandle) -> bool {
+    let Ok(mut stream) = handle.event_stream().await else {
+        return true;
+    };
+    !matches!(
+        stream.recv().await.map(|event| event.kind),
+        Ok(dbfailover::EventKind::CurrentState {
+            store_available: false,
+            ..
+        })
+    )
+}

@@ -183,15 +183,7 @@ async fn check(
     }
     let (mut verdict, mut summary) = verdict_of(&found);
     // A shared store that does not answer leaves each instance deciding alone: worth a warning.
-    let store_available = match handle.event_stream().await {
-        Ok(mut stream) => match stream.recv().await.map(|event| event.kind) {
-            Ok(dbfailover::EventKind::CurrentState {
-                store_available, ..
-            }) => store_available,
-            _ => true,
-        },
-        Err(_) => true,
-    };
+    let store_available = engine::store_answers(&handle).await;
     if !store_available {
         summary = format!(
             "{summary}; the state store ({}) does not answer",

@@ -45,16 +45,7 @@ pub(crate) async fn run(source: &ConfigSource, args: StatusArgs) -> Result<(), C
         .active_connection()
         .await
         .map_err(|error| CliError::Failed(error.to_string()))?;
-    let store_available = match handle.event_stream().await {
-        Ok(mut stream) => !matches!(
-            stream.recv().await.map(|event| event.kind),
-            Ok(dbfailover::EventKind::CurrentState {
-                store_available: false,
-                ..
-            })
-        ),
-        Err(_) => true,
-    };
+    let store_available = engine::store_answers(&handle).await;
     // A store that does not answer holds no state to show: say so, and exit 1 after the table.
     let silent = (!store_available).then(|| {
         CliError::Failed(format!(

@@ -43,13 +43,7 @@ pub(crate) async fn run(source: &ConfigSource, args: WatchArgs) -> Result<(), Cl
         .map_err(|error| CliError::Failed(error.to_string()))?;
     // What happened before the printer subscribed is not lost: a store that did not answer at start
     // is said on stderr.
-    if let Ok(mut stream) = handle.event_stream().await
-        && let Ok(event) = stream.recv().await
-        && let dbfailover::EventKind::CurrentState {
-            store_available: false,
-            ..
-        } = event.kind
-    {
+    if !engine::store_answers(&handle).await {
         output::print_error(&format!(
             "warning: the state store ({}) does not answer; this instance decides alone until it does",
             config.state.store

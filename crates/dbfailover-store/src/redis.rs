@@ -789,6 +789,17 @@ impl Subscriber {
         !(self.sender.send(notice).is_err() && nobody_listens(&self.feed))
     }
 
+    /// Waits `backoff` before the next attempt and doubles it (at most 1 s); false when nobody
+    /// listens any more and the task should end instead.
+    async fn back_off(&self, backoff: &mut Duration) -> bool {
+        if self.idle() {
+            return false;
+        }
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(Duration::from_secs(1));
+        true
+    }
+
     /// Whether the task should end (nobody listens).
     fn idle(&self) -> bool {
         self.sender.receiver_count() == 0 && nobody_listens(&self.feed)
@@ -855,11 +866,9 @@ impl Subscriber {
                 }
             }
             first_attempt = false;
-            if self.idle() {
+            if !self.back_off(&mut backoff).await {
                 return;
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
 
@@ -944,11 +953,9 @@ impl Subscriber {
                 }
             }
             first_attempt = false;
-            if self.idle() {
+            if !self.back_off(&mut backoff).await {
                 return;
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
 }
