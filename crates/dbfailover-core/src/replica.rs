@@ -757,15 +757,9 @@ impl Replica {
                 // write nothing) until the veto lifts.
                 continue;
             }
-            let before = tracker.status();
+            // Under a veto only successes get here, and a success never makes a connection DOWN.
             tracker.record(result, *at);
-            let mut counts = tracker.counts();
-            if counts.status == ConnectionStatus::Down && before != ConnectionStatus::Down && vetoed
-            {
-                // Another instance still reaches it: keep counting, do not leave it.
-                counts.status = before;
-            }
-            tracker.adopt(capped(counts, thresholds));
+            tracker.adopt(capped(tracker.counts(), thresholds));
         }
         let mut counts = tracker.counts();
         if counts.failure_count >= thresholds.failure_threshold

@@ -6,12 +6,13 @@
 
 use chrono::{DateTime, Duration as WallDuration, TimeZone, Utc};
 use dbfailover_core::record::{
-    CasOutcome, ConnectionEntry, FleetRecord, Notice, Record, RecordKey, Slot, Version, Vote,
+    CasOutcome, ConnectionEntry, FleetRecord, MAX_VOTES, Notice, Record, RecordKey, Slot, Version,
+    Vote,
 };
 use dbfailover_core::replica::{Command, Now, Output, Replica, ReplicaConfig};
 use dbfailover_core::route::Preference;
 use dbfailover_core::topology::{TopologyRecord, decode_record};
-use dbfailover_core::{CheckResult, ConnectionStatus, EventOrigin, Role, Thresholds};
+use dbfailover_core::{CheckResult, ConnectionStatus, Counts, EventOrigin, Role, Thresholds};
 use proptest::prelude::*;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -50,6 +51,8 @@ impl Store {
 struct Seen {
     /// (connection, from, to, origin) of each transition.
     transitions: Vec<(String, ConnectionStatus, ConnectionStatus, EventOrigin)>,
+    /// (connection, to, reason) of each transition.
+    reasons: Vec<(String, ConnectionStatus, Option<String>)>,
     forced: Vec<(Preference, EventOrigin)>,
     unavailable: usize,
     restored: usize,
@@ -124,7 +127,9 @@ impl Sim {
 
     /// Runs node `i`'s commands against the store until it has none; queues the pushes.
     fn drive(&mut self, i: usize) {
-        loop {
+        for step in 0.. {
+            // A replica that never stops asking for store operations is a bug: fail, do not hang.
+            assert!(step < 100, "node {i} keeps asking for store operations");
             let now = self.now(i);
             let Some(command) = self.nodes[i].replica.poll_command(now) else {
                 break;
@@ -207,9 +212,12 @@ impl Sim {
                     transition: Some(t),
                     origin,
                     ..
-                } => seen
-                    .transitions
-                    .push((connection.to_string(), t.from, t.to, origin)),
+                } => {
+                    seen.reasons
+                        .push((connection.to_string(), t.to, t.reason.clone()));
+                    seen.transitions
+                        .push((connection.to_string(), t.from, t.to, origin));
+                }
                 Output::Forced { preference, origin } => seen.forced.push((preference, origin)),
                 Output::StoreUnavailable { .. } => seen.unavailable += 1,
                 Output::StoreRestored => seen.restored += 1,
@@ -223,7 +231,10 @@ impl Sim {
 
     /// Delivers queued pushes (to nodes that reach the store) until none is left.
     fn settle(&mut self) {
+        let mut delivered = 0;
         while let Some((n, notice)) = self.pushes.pop_front() {
+            delivered += 1;
+            assert!(delivered < 2_000, "the pushes never end");
             if self.nodes[n].partitioned || !self.store.up {
                 continue;
             }
@@ -1234,4 +1245,144 @@ fn a_check_that_arrives_during_a_read_is_decided_when_the_read_answers() {
         "decided once the read answered, with nothing written"
     );
     assert_eq!(sim.nodes[0].replica.poll_command(now), None);
+}
+
+/// Puts a connection record for `main` in the store, as another instance would have written it,
+/// and has every node read it.
+fn plant(sim: &mut Sim, status: ConnectionStatus, votes: Vec<Vote>) {
+    let entry = ConnectionEntry {
+        counts: Counts {
+            status,
+            failure_count: 0,
+            success_count: 1,
+        },
+        votes,
+        forced: false,
+        checked_at_ms: 0,
+    };
+    let version = Version {
+        counter: 40,
+        write_id: 0xabc,
+    };
+    let raw = Record::Connection(entry).encode(version);
+    sim.store.records.insert(main_key(), raw.into_bytes());
+    for i in 0..sim.nodes.len() {
+        sim.nodes[i].replica.request_load_all();
+        sim.drive(i);
+    }
+    sim.settle();
+}
+
+fn stored_votes(sim: &Sim) -> Vec<Vote> {
+    let Slot::Readable {
+        record: Record::Connection(entry),
+        ..
+    } = sim.stored(&main_key())
+    else {
+        panic!("a readable record: {:?}", sim.stored(&main_key()));
+    };
+    entry.votes
+}
+
+/// A vote is fresh for `vote_window` (four intervals here) after its counter last changed on the
+/// reader's clock, and stale from that very moment: an instance that stopped voting vetoes no longer.
+#[test]
+fn another_instance_s_vote_is_stale_exactly_one_window_after_it_last_changed() {
+    let window = 4 * INTERVAL;
+    for (age, vetoed) in [(window - Duration::from_nanos(1), true), (window, false)] {
+        let mut sim = Sim::new(1, &[]);
+        let vote = Vote {
+            instance: 0x3000,
+            ok: true,
+            seq: 1,
+        };
+        plant(&mut sim, ConnectionStatus::Healthy, vec![vote]);
+        assert_eq!(sim.status(0, "main"), ConnectionStatus::Healthy);
+        sim.elapsed += age;
+        for _ in 0..3 {
+            sim.check(0, "main", false);
+        }
+        let expected = if vetoed {
+            ConnectionStatus::Healthy
+        } else {
+            ConnectionStatus::Down
+        };
+        assert_eq!(sim.status(0, "main"), expected, "vote {age:?} old");
+        assert_eq!(sim.stored_status(), Some(expected), "vote {age:?} old");
+    }
+}
+
+/// A record holds at most `MAX_VOTES` votes. When it is full, an instance's own vote still goes in,
+/// and the votes that make room are failures: a success (a veto) is the last thing to drop.
+#[test]
+fn a_full_record_takes_this_instance_s_vote_and_drops_failures_first() {
+    let others = |count: usize, ok: bool| -> Vec<Vote> {
+        (0..count)
+            .map(|i| Vote {
+                instance: 0x10_0000 + 2 * i as u64,
+                ok,
+                seq: 1,
+            })
+            .collect()
+    };
+    let me = 0x1000;
+    // (votes planted, what is stored after this instance's failure)
+    let cases = [
+        // Room for one more: every vote stays.
+        (others(MAX_VOTES - 1, false), MAX_VOTES, MAX_VOTES - 1),
+        // Full of failures: they make room, this instance's vote goes in.
+        (others(MAX_VOTES, false), 1, 0),
+        // Full of successes: one makes room, and the record stays readable.
+        (others(MAX_VOTES, true), MAX_VOTES, MAX_VOTES - 1),
+        // A few failures, well below the bound: kept.
+        (others(2, false), 3, 2),
+    ];
+    for (planted, total, kept) in cases {
+        let label = format!("{} planted", planted.len());
+        let mut sim = Sim::new(1, &[]);
+        let planted_ids: Vec<u64> = planted.iter().map(|v| v.instance).collect();
+        plant(&mut sim, ConnectionStatus::Healthy, planted);
+        sim.check(0, "main", false);
+        let votes = stored_votes(&sim);
+        assert_eq!(votes.len(), total, "{label}");
+        assert_eq!(
+            votes
+                .iter()
+                .filter(|v| planted_ids.contains(&v.instance))
+                .count(),
+            kept,
+            "{label}"
+        );
+        assert!(
+            votes.iter().any(|v| v.instance == me && !v.ok),
+            "{label}: this instance's failure is in the record"
+        );
+    }
+}
+
+/// A transition to DOWN says why (the failure of the deciding check); any other transition carries no
+/// failure reason.
+#[test]
+fn only_a_transition_to_down_carries_the_failure_reason() {
+    let mut sim = Sim::new(1, &[]);
+    sim.check(0, "main", false);
+    sim.check(0, "main", true);
+    for _ in 0..3 {
+        sim.check(0, "main", false);
+    }
+    for _ in 0..2 {
+        sim.check(0, "main", true);
+    }
+    assert_eq!(
+        sim.nodes[0].seen.reasons,
+        [
+            ("main".to_owned(), ConnectionStatus::Healthy, None),
+            (
+                "main".to_owned(),
+                ConnectionStatus::Down,
+                Some("connection refused".to_owned())
+            ),
+            ("main".to_owned(), ConnectionStatus::Healthy, None),
+        ]
+    );
 }
