@@ -588,3 +588,100 @@ fn a_setting_error_names_the_key_the_value_and_what_is_expected() {
         "{reason}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Defaults and rules found by mutation testing (`scripts/mutants`): each is something an operator
+// would notice.
+
+#[test]
+fn the_fast_interval_defaults_to_twenty_milliseconds_or_the_interval_when_shorter() {
+    let mut h = valid().health_check;
+    h.fast_interval = None;
+    h.interval = Schedule::Every(Duration::from_secs(10));
+    assert_eq!(h.effective_fast_interval(), Duration::from_millis(20));
+    h.interval = Schedule::Every(Duration::from_millis(5));
+    assert_eq!(h.effective_fast_interval(), Duration::from_millis(5));
+    h.interval = Schedule::Disabled;
+    assert_eq!(h.effective_fast_interval(), Duration::from_millis(20));
+    h.fast_interval = Some(Duration::from_millis(7));
+    assert_eq!(h.effective_fast_interval(), Duration::from_millis(7));
+}
+
+#[test]
+fn the_configuration_s_redactor_knows_every_password_it_holds() {
+    let text = "[failover]\nprimary = \"main\"\nfailover = \"standby\"\n\
+        [databases.main]\nurl = \"postgres://u:first-Secret@h1/db\"\n\
+        monitor_url = \"postgres://m:monitor-Secret@h1/db\"\n\
+        [databases.standby]\nurl = \"postgres://u:second-Secret@h2/db\"\n\
+        [state]\nstore = \"redis\"\nurl = \"redis://:store-Secret@r/0\"\n";
+    let config = load::parse(text).unwrap();
+    let echo = "driver said: first-Secret, monitor-Secret, second-Secret, store-Secret";
+    let redacted = config.redactor().redact(echo);
+    assert!(!redacted.contains("Secret"), "{redacted}");
+    assert!(redacted.starts_with("driver said: "), "{redacted}");
+}
+
+#[test]
+fn a_redis_store_needs_a_url_sentinels_or_a_cluster() {
+    let mut config = valid();
+    config.state.store = StoreKind::Redis;
+    config.state.url = None;
+    let err = config.validate().unwrap_err();
+    assert_eq!(err.key(), "state.url");
+    assert!(
+        err.to_string().contains("the redis store needs a URL"),
+        "{err}"
+    );
+    let with = |extra: &str| {
+        load::parse(&format!(
+            "{}[state]\nstore = \"redis\"\n{extra}",
+            file_with_standby()
+        ))
+    };
+    assert_eq!(key(with("url = \"redis://h/0\"\n")), None);
+    assert_eq!(
+        key(with(
+            "sentinels = [\"redis://s1:26379\"]\nmaster_name = \"mymaster\"\n"
+        )),
+        None
+    );
+    assert_eq!(key(with("cluster = [\"redis://c1:7000\"]\n")), None);
+    // A blank name is no name: Sentinel would be asked for a primary nobody monitors.
+    assert_eq!(
+        key(with(
+            "sentinels = [\"redis://s1:26379\"]\nmaster_name = \"  \"\n"
+        ))
+        .as_deref(),
+        Some("state.master_name")
+    );
+}
+
+#[test]
+fn a_node_list_of_the_wrong_shape_says_what_it_expects() {
+    let err = load::parse(&format!(
+        "{}[state]\nstore = \"redis\"\nsentinels = 5\n",
+        file_with_standby()
+    ))
+    .unwrap_err();
+    assert_eq!(err.key(), Some("state.sentinels"));
+    assert!(
+        err.to_string()
+            .contains("a list of redis:// URLs, or URLs separated by commas"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_blocking_name_equal_to_a_database_s_is_explained_as_such() {
+    for name in ["main", "standby"] {
+        let mut config = valid();
+        config.failover.blocking = name.to_owned();
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.key(), "failover.blocking");
+        assert!(
+            err.to_string()
+                .contains("must differ from the primary and failover names"),
+            "{name}: {err}"
+        );
+    }
+}
