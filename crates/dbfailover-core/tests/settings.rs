@@ -151,7 +151,7 @@ fn schedules_are_durations_or_the_seed_s_words() {
     .unwrap();
     assert_eq!(
         config.health_check.interval,
-        Schedule::Every(Duration::from_secs(3))
+        Schedule::Every(Duration::from_secs(7))
     );
     let negative = serde_json::from_str::<Schedule>("-2")
         .unwrap_err()
@@ -684,4 +684,45 @@ fn a_blocking_name_equal_to_a_database_s_is_explained_as_such() {
             "{name}: {err}"
         );
     }
+}
+
+#[test]
+fn a_variable_leaves_the_file_s_other_settings_of_its_section_alone() {
+    let file = format!(
+        "{}[health_check]\ntimeout = \"3s\"\nschedule_frequency = \"7s\"\n[state]\nttl_seconds = 90\n",
+        file_with_standby()
+    );
+    let config = load::load(
+        &file,
+        [
+            ("DBFAILOVER_HEALTH_CHECK__FAILURE_THRESHOLD", "5"),
+            ("DBFAILOVER_STATE__PREFIX", "fleet"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.health_check.failure_threshold, 5);
+    assert_eq!(config.health_check.timeout, Duration::from_secs(3));
+    assert_eq!(
+        config.health_check.interval,
+        Schedule::Every(Duration::from_secs(7))
+    );
+    assert_eq!(config.state.prefix, "fleet");
+    assert_eq!(config.state.ttl, Duration::from_secs(90));
+}
+
+#[test]
+fn a_misspelled_key_in_the_file_is_reported_with_the_file_s_value_even_when_a_variable_sets_the_real_one()
+ {
+    let file = format!(
+        "{}[health_check]\nfailure-threshold = 2\n",
+        file_with_standby()
+    );
+    let err = load::load(&file, [("DBFAILOVER_HEALTH_CHECK__FAILURE_THRESHOLD", "5")]).unwrap_err();
+    let LoadError::Invalid(ConfigError::InvalidSetting { key, value, .. }) = err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(
+        (key.as_str(), value.as_str()),
+        ("health_check.failure-threshold", "2")
+    );
 }
