@@ -280,6 +280,18 @@ impl Sim {
         self.advance(INTERVAL);
     }
 
+    /// Node `i`'s timer fires now (whether or not it asked for one).
+    fn fire(&mut self, i: usize) {
+        let now = self.now(i);
+        self.nodes[i].replica.handle_timeout(now);
+    }
+
+    /// Node `i`'s next command now, which is then not run.
+    fn poll(&mut self, i: usize) -> Option<Command> {
+        let now = self.now(i);
+        self.nodes[i].replica.poll_command(now)
+    }
+
     fn status(&self, i: usize, connection: &str) -> ConnectionStatus {
         self.nodes[i].replica.status(connection).unwrap()
     }
@@ -1385,4 +1397,248 @@ fn only_a_transition_to_down_carries_the_failure_reason() {
             ("main".to_owned(), ConnectionStatus::Healthy, None),
         ]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contention, step by step: another instance's write lands between this instance's read and its
+// compare-and-set.
+
+/// Runs node `i`'s next command, which must be a compare-and-set, after another instance rewrote
+/// every record it writes (the same content under a newer version; an unreadable record stays
+/// unreadable, with other bytes): the write meets a conflict.
+fn lose_race(sim: &mut Sim, i: usize) {
+    let now = sim.now(i);
+    let Some(Command::CompareAndSet(writes)) = sim.nodes[i].replica.poll_command(now) else {
+        panic!("node {i} writes at once");
+    };
+    let keys: Vec<RecordKey> = writes.iter().map(|w| w.key.clone()).collect();
+    for key in &keys {
+        let raw = match sim.stored(key) {
+            Slot::Readable { version, record } => record
+                .encode(Version {
+                    counter: version.counter + 1,
+                    write_id: version.write_id ^ 0x5a5a,
+                })
+                .into_bytes(),
+            _ => format!("garbage {}", sim.store.commands).into_bytes(),
+        };
+        sim.store.records.insert(key.clone(), raw);
+    }
+    sim.store.commands += 1;
+    let slots = sim.store.load(&keys);
+    sim.nodes[i]
+        .replica
+        .handle_cas_result(CasOutcome::Conflict(slots), now);
+    sim.collect(i);
+}
+
+/// Moves the clock to `at` (monotonic), without driving anybody.
+fn set_time(sim: &mut Sim, at: Instant) {
+    sim.elapsed = at - sim.start;
+}
+
+/// A write that meets another is retried at once on what it found; from the second conflict on it
+/// waits a jittered backoff (below 2, 4, ... 64 ms), with a timer armed for it, so that the retry
+/// needs no other event; after `contention_attempts` (8) it gives up: the result stays this
+/// instance's fact, the shared decision stands, nothing more is written.
+#[test]
+fn a_write_that_keeps_meeting_others_backs_off_on_its_own_timer_then_gives_up() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_check("main", CheckResult::failure("refused"), now);
+    lose_race(&mut sim, 0);
+    assert_eq!(
+        sim.nodes[0].replica.poll_timeout(),
+        None,
+        "no backoff after the first conflict"
+    );
+    let mut waited = Duration::ZERO;
+    for conflicts in 2..8u32 {
+        lose_race(&mut sim, 0);
+        let now = sim.now(0).mono;
+        let at = sim.nodes[0]
+            .replica
+            .poll_timeout()
+            .expect("a timer for the retry after a backoff");
+        assert!(at >= now, "{conflicts} conflicts");
+        let cap = Duration::from_millis(1 << conflicts.min(6));
+        assert!(at - now < cap, "{conflicts} conflicts: {:?}", at - now);
+        if at > now {
+            assert_eq!(sim.poll(0), None);
+        }
+        waited += at - now;
+        set_time(&mut sim, at);
+        sim.fire(0);
+    }
+    assert!(waited > Duration::ZERO, "some backoff is not zero");
+    assert!(sim.nodes[0].seen.applied.is_empty() || sim.nodes[0].seen.applied.len() == 1);
+    let applied = sim.nodes[0].seen.applied.len();
+    lose_race(&mut sim, 0);
+    assert_eq!(
+        sim.nodes[0].seen.applied.len(),
+        applied + 1,
+        "given up: decided"
+    );
+    assert_eq!(sim.poll(0), None);
+    assert_eq!(sim.nodes[0].replica.poll_timeout(), None);
+    assert_eq!(
+        sim.nodes[0].seen.unavailable, 0,
+        "contention is not an outage"
+    );
+    assert_eq!(sim.status(0, "main"), ConnectionStatus::Healthy);
+    assert!(
+        stored_votes(&sim).iter().all(|v| v.ok),
+        "the failure was never written"
+    );
+}
+
+/// After a backoff, the retry runs when its timer fires and lands.
+#[test]
+fn a_write_that_met_others_twice_lands_when_its_backoff_ends() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_check("main", CheckResult::failure("refused"), now);
+    lose_race(&mut sim, 0);
+    lose_race(&mut sim, 0);
+    let at = sim.nodes[0].replica.poll_timeout().expect("a timer");
+    set_time(&mut sim, at);
+    sim.fire(0);
+    sim.drive(0);
+    assert!(
+        stored_votes(&sim)
+            .iter()
+            .any(|v| v.instance == 0x1000 && !v.ok),
+        "the failure is in the record"
+    );
+    assert_eq!(sim.nodes[0].replica.poll_timeout(), None);
+}
+
+/// A backoff whose write became needless (another instance wrote what it had to say, and more) arms
+/// no timer.
+#[test]
+fn a_backoff_with_nothing_left_to_write_arms_no_timer() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_check("main", CheckResult::failure("refused"), now);
+    lose_race(&mut sim, 0);
+    lose_race(&mut sim, 0);
+    // The fleet's record now holds this instance's failure, and another instance's success (a veto):
+    // the failure changes nothing more.
+    let Slot::Readable {
+        version,
+        record: Record::Connection(mut entry),
+    } = sim.stored(&main_key())
+    else {
+        panic!("readable");
+    };
+    entry.votes = vec![
+        Vote {
+            instance: 0x3000,
+            ok: true,
+            seq: 9,
+        },
+        Vote {
+            instance: 0x1000,
+            ok: false,
+            seq: 2,
+        },
+    ];
+    let version = Version {
+        counter: version.counter + 1,
+        write_id: 0x77,
+    };
+    let slot = Slot::Readable {
+        version,
+        record: Record::Connection(entry),
+    };
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_notice(Notice::Written(vec![(main_key(), slot)]), now);
+    sim.collect(0);
+    assert_eq!(sim.nodes[0].seen.applied, ["main", "main"]);
+    assert_eq!(sim.nodes[0].replica.poll_timeout(), None);
+    assert_eq!(sim.nodes[0].replica.poll_command(now), None);
+}
+
+/// A forced switch is an operator's order: under contention it backs off like any write, on its own
+/// timer, and lands.
+#[test]
+fn a_forced_switch_that_meets_other_writes_is_retried_on_its_own_timer() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    sim.round("standby", &[true]);
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_force(Preference::Failover, "standby", now);
+    lose_race(&mut sim, 0);
+    lose_race(&mut sim, 0);
+    assert!(sim.nodes[0].seen.forced.is_empty());
+    let at = sim.nodes[0]
+        .replica
+        .poll_timeout()
+        .expect("a timer for the forced switch's retry");
+    set_time(&mut sim, at);
+    sim.fire(0);
+    sim.drive(0);
+    assert_eq!(
+        sim.nodes[0].seen.forced,
+        [(Preference::Failover, EventOrigin::Local)]
+    );
+    assert_eq!(
+        stored_fleet(&sim).map(|(_, r)| r.preference),
+        Some(Preference::Failover)
+    );
+}
+
+/// A vote refresh (an unchanged success, rewritten to stay fresh) that meets another write is not
+/// retried: the check is decided, and the next check refreshes instead.
+#[test]
+fn a_vote_refresh_that_meets_another_write_is_not_retried() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    sim.round("main", &[true]);
+    // Past the refresh interval (two intervals) and its jitter (at most a quarter of it).
+    sim.advance(3 * INTERVAL);
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_check("main", CheckResult::success(Duration::from_millis(1)), now);
+    let applied = sim.nodes[0].seen.applied.len();
+    lose_race(&mut sim, 0);
+    assert_eq!(sim.nodes[0].seen.applied.len(), applied + 1, "decided");
+    assert_eq!(sim.nodes[0].replica.poll_command(now), None, "not retried");
+    assert_eq!(sim.nodes[0].replica.poll_timeout(), None);
+}
+
+/// Topology decisions (a fence) are written like any other: under contention they back off on their
+/// own timer and land.
+#[test]
+fn a_fence_that_meets_other_writes_is_retried_on_its_own_timer() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    let mut fences = TopologyRecord::default();
+    fences.fenced.insert("main".into(), "left behind".into());
+    sim.nodes[0].replica.handle_topology(fences.clone());
+    lose_race(&mut sim, 0);
+    lose_race(&mut sim, 0);
+    let at = sim.nodes[0]
+        .replica
+        .poll_timeout()
+        .expect("a timer for the fence's retry");
+    set_time(&mut sim, at);
+    sim.fire(0);
+    sim.drive(0);
+    let (_, fleet) = stored_fleet(&sim).expect("a fleet record");
+    assert_eq!(decode_record(&fleet.extra), Some(fences));
 }

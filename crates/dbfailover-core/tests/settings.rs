@@ -151,7 +151,7 @@ fn schedules_are_durations_or_the_seed_s_words() {
     .unwrap();
     assert_eq!(
         config.health_check.interval,
-        Schedule::Every(Duration::from_secs(7))
+        Schedule::Every(Duration::from_secs(3))
     );
     let negative = serde_json::from_str::<Schedule>("-2")
         .unwrap_err()
