@@ -1642,3 +1642,31 @@ fn a_fence_that_meets_other_writes_is_retried_on_its_own_timer() {
     let (_, fleet) = stored_fleet(&sim).expect("a fleet record");
     assert_eq!(decode_record(&fleet.extra), Some(fences));
 }
+
+/// A push of the write this instance already knows, arriving late (after a read found the record
+/// gone), does not make it forget that the store lost the record: the rewrite lands at the first
+/// compare-and-set.
+#[test]
+fn a_late_push_of_a_known_write_does_not_undo_a_rewrite() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    sim.round("main", &[false]);
+    let late = Notice::Written(vec![(main_key(), sim.stored(&main_key()))]);
+    sim.pushes.clear();
+    sim.store.records.remove(&main_key());
+    sim.nodes[0].replica.request_load_all();
+    let Some(Command::Load(keys)) = sim.poll(0) else {
+        panic!("a read");
+    };
+    let now = sim.now(0);
+    let slots = sim.store.load(&keys);
+    sim.nodes[0].replica.handle_loaded(slots, now);
+    sim.nodes[0].replica.handle_notice(late, now);
+    let commands = sim.store.commands;
+    sim.drive(0);
+    assert_eq!(sim.store.commands, commands + 1, "one compare-and-set");
+    assert!(
+        stored_votes(&sim).iter().any(|v| v.instance == 0x1000 && !v.ok),
+        "the record is back"
+    );
+}
