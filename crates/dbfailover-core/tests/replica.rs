@@ -1666,7 +1666,180 @@ fn a_late_push_of_a_known_write_does_not_undo_a_rewrite() {
     sim.drive(0);
     assert_eq!(sim.store.commands, commands + 1, "one compare-and-set");
     assert!(
-        stored_votes(&sim).iter().any(|v| v.instance == 0x1000 && !v.ok),
+        stored_votes(&sim)
+            .iter()
+            .any(|v| v.instance == 0x1000 && !v.ok),
         "the record is back"
     );
+}
+
+/// A store that answers a conflict without the records it holds is not answering.
+#[test]
+fn a_conflict_without_the_records_found_is_an_outage() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_check("main", CheckResult::failure("refused"), now);
+    let Some(Command::CompareAndSet(_)) = sim.poll(0) else {
+        panic!("a write");
+    };
+    sim.nodes[0]
+        .replica
+        .handle_cas_result(CasOutcome::Conflict(Vec::new()), now);
+    sim.collect(0);
+    assert!(sim.nodes[0].replica.in_outage());
+    assert_eq!(sim.nodes[0].seen.unavailable, 1);
+    assert_eq!(sim.nodes[0].seen.applied, ["main", "main"], "decided alone");
+}
+
+/// A single node, with its own instance id.
+fn lone(instance: u64) -> Sim {
+    let mut sim = Sim::new(1, &[]);
+    sim.nodes[0].replica = Replica::new(
+        ReplicaConfig::for_interval(instance, T, INTERVAL),
+        vec![
+            ("main".into(), Role::Primary),
+            ("standby".into(), Role::Failover),
+        ],
+    );
+    sim.drive(0);
+    sim
+}
+
+/// An unchanged vote is rewritten after `vote_refresh` (two intervals) plus a jitter of at most a
+/// quarter of it, drawn per write: never sooner, and a fleet's instances do not all refresh at the
+/// same moment.
+#[test]
+fn vote_refreshes_come_after_the_refresh_interval_and_spread_out() {
+    let refresh = 2 * INTERVAL;
+    let mut delays = Vec::new();
+    for instance in (0..8).map(|i| 0x4000 + 2 * i) {
+        let mut sim = lone(instance);
+        // Until the success count reaches its threshold, every success changes the record.
+        for _ in 0..3 {
+            sim.check(0, "main", true);
+        }
+        let written = sim.elapsed;
+        let commands = sim.store.commands;
+        while sim.store.commands == commands {
+            sim.elapsed += Duration::from_millis(1);
+            sim.check(0, "main", true);
+            assert!(sim.elapsed - written < 2 * refresh, "never refreshed");
+        }
+        delays.push(sim.elapsed - written);
+    }
+    for delay in &delays {
+        assert!(
+            *delay >= refresh && *delay <= refresh + refresh / 4,
+            "{delays:?}"
+        );
+    }
+    delays.sort();
+    delays.dedup();
+    assert!(
+        delays.len() > 1,
+        "every instance refreshed at once: {delays:?}"
+    );
+}
+
+/// A forced switch decides no check result: nobody waiting for a check of the target is told it
+/// was decided.
+#[test]
+fn a_forced_switch_decides_no_check() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    sim.round("standby", &[true]);
+    let applied = sim.nodes[0].seen.applied.len();
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_force(Preference::Failover, "standby", now);
+    sim.drive(0);
+    assert_eq!(
+        sim.nodes[0].seen.forced,
+        [(Preference::Failover, EventOrigin::Local)]
+    );
+    assert_eq!(sim.nodes[0].seen.applied.len(), applied);
+}
+
+/// A switch forced during an outage is written over the fleet record the store still holds (one
+/// from an earlier switch), not replaced by it.
+#[test]
+fn a_switch_forced_in_an_outage_overrides_an_earlier_fleet_record() {
+    let mut sim = Sim::new(2, &[]);
+    sim.round("main", &all(2, true));
+    sim.round("standby", &all(2, true));
+    let now = sim.now(1);
+    sim.nodes[1]
+        .replica
+        .handle_force(Preference::Primary, "main", now);
+    sim.drive(1);
+    sim.settle();
+    assert_eq!(
+        stored_fleet(&sim).map(|(_, f)| f.preference),
+        Some(Preference::Primary)
+    );
+    sim.nodes[0].partitioned = true;
+    sim.round("main", &all(2, true));
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_force(Preference::Failover, "standby", now);
+    sim.drive(0);
+    sim.nodes[0].partitioned = false;
+    for _ in 0..3 {
+        sim.round("main", &all(2, true));
+    }
+    assert_eq!(
+        stored_fleet(&sim).map(|(_, f)| (f.preference, f.forced_by)),
+        Some((Preference::Failover, 0x1000))
+    );
+    assert_eq!(
+        sim.nodes[1].seen.forced.last(),
+        Some(&(Preference::Failover, EventOrigin::Learned))
+    );
+}
+
+/// The fleet record says who forced the switch; another instance writing a fence into it keeps that.
+#[test]
+fn a_fence_written_after_a_forced_switch_keeps_who_forced_it() {
+    let mut sim = Sim::new(2, &[]);
+    sim.round("main", &all(2, true));
+    sim.round("standby", &all(2, true));
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_force(Preference::Failover, "standby", now);
+    sim.drive(0);
+    sim.settle();
+    let mut fences = TopologyRecord::default();
+    fences.fenced.insert("main".into(), "left behind".into());
+    sim.nodes[1].replica.handle_topology(fences.clone());
+    sim.drive(1);
+    sim.settle();
+    let (_, fleet) = stored_fleet(&sim).expect("a fleet record");
+    assert_eq!(decode_record(&fleet.extra), Some(fences));
+    assert_eq!(
+        (fleet.preference, fleet.forced_by),
+        (Preference::Failover, 0x1000)
+    );
+}
+
+/// Operators see when a connection was last checked by any instance: an instance that never checked
+/// it learns the time from the shared record.
+#[test]
+fn the_last_check_time_is_learned_from_the_fleet() {
+    let mut sim = Sim::new(2, &[]);
+    sim.elapsed = Duration::from_millis(1234);
+    let checked = sim.now(0).wall;
+    sim.check(0, "main", true);
+    let (_, _, tracker) = sim.nodes[1]
+        .replica
+        .trackers()
+        .find(|(name, ..)| &***name == "main")
+        .unwrap();
+    assert_eq!(tracker.state().last_check_at, Some(checked));
+    assert_eq!(tracker.state().checks, 0, "node 1 checked nothing itself");
 }
