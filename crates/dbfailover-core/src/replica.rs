@@ -1372,7 +1372,7 @@ impl Replica {
     fn reconnect(&mut self, pairs: Vec<(RecordKey, Slot)>, now: Now) {
         for (key, slot) in pairs {
             let RecordKey::Connection(name) = &key else {
-                if self.forced_in_outage {
+                if self.forced_in_outage && !matches!(slot, Slot::Foreign { .. }) {
                     // An operator's order given during the outage is written over what the store
                     // holds (the fleet learns it), not replaced by it.
                     self.fleet_place.expect =
@@ -1380,12 +1380,10 @@ impl Replica {
                     if let Some(version) = slot.version() {
                         self.fleet_place.counter = self.fleet_place.counter.max(version.counter);
                     }
-                    self.fleet_foreign = match slot {
-                        Slot::Foreign { format } => Some(format),
-                        _ => None,
-                    };
+                    self.fleet_foreign = None;
                     self.fleet_place.heal = true;
                 } else {
+                    // A record of a later release is never written over (and is reported once).
                     self.observe_fleet(slot, true, now);
                 }
                 continue;

@@ -1843,3 +1843,292 @@ fn the_last_check_time_is_learned_from_the_fleet() {
     assert_eq!(tracker.state().last_check_at, Some(checked));
     assert_eq!(tracker.state().checks, 0, "node 1 checked nothing itself");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reading the store: votes, pushes, foreign records, the end of an outage.
+
+fn counts(sim: &Sim, i: usize, connection: &str) -> Counts {
+    let (_, _, tracker) = sim.nodes[i]
+        .replica
+        .trackers()
+        .find(|(name, ..)| &***name == connection)
+        .unwrap();
+    tracker.counts()
+}
+
+/// Reading a record again does not make the votes in it fresh: only a vote whose counter moved is
+/// news. (A store that cannot push is read every interval.)
+#[test]
+fn a_dead_instance_s_vote_goes_stale_even_when_the_record_is_read_again_and_again() {
+    let mut sim = Sim::new(2, &[]);
+    sim.round("main", &all(2, true));
+    sim.round("main", &all(2, true));
+    let mut rounds = 0;
+    while sim.status(0, "main") != ConnectionStatus::Down {
+        sim.check(0, "main", false);
+        sim.nodes[0].replica.request_load_all();
+        sim.advance(INTERVAL);
+        rounds += 1;
+        assert!(
+            rounds < 10,
+            "the dead instance's vote vetoed for {rounds} intervals"
+        );
+    }
+}
+
+/// A check that arrives while a read is in flight, when the read finds a record of a later release:
+/// the check is decided at once, by this instance alone.
+#[test]
+fn a_check_pending_when_a_foreign_record_is_found_is_decided_alone() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    let foreign = b"dbfo3 7 00000000000000aa whatever the next release writes".to_vec();
+    sim.store.records.insert(main_key(), foreign.clone());
+    sim.nodes[0].replica.request_load_all();
+    let Some(Command::Load(keys)) = sim.poll(0) else {
+        panic!("a read");
+    };
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_check("main", CheckResult::failure("refused"), now);
+    sim.collect(0);
+    let applied = sim.nodes[0].seen.applied.len();
+    let slots = sim.store.load(&keys);
+    sim.nodes[0].replica.handle_loaded(slots, now);
+    sim.collect(0);
+    assert_eq!(sim.nodes[0].seen.foreign, 1);
+    assert_eq!(sim.nodes[0].seen.applied.len(), applied + 1, "decided");
+    assert_eq!(sim.poll(0), None);
+    assert_eq!(sim.store.records.get(&main_key()), Some(&foreign));
+}
+
+/// An evicted record is rewritten by any instance that knows it, even one that only learned it (and
+/// never checked the connection itself), so that no count of the fleet's is lost.
+#[test]
+fn an_instance_that_only_learned_a_record_rewrites_it_when_evicted() {
+    let mut sim = Sim::new(2, &[]);
+    sim.check(0, "main", false);
+    sim.check(0, "main", false);
+    assert_eq!(sim.status(1, "main"), ConnectionStatus::Unknown);
+    assert_eq!(counts(&sim, 1, "main").failure_count, 2, "learned");
+    sim.store.records.remove(&main_key());
+    sim.nodes[1].replica.request_load_all();
+    sim.drive(1);
+    let Slot::Readable {
+        record: Record::Connection(entry),
+        ..
+    } = sim.stored(&main_key())
+    else {
+        panic!("rewritten");
+    };
+    assert_eq!(entry.counts.failure_count, 2);
+    sim.check(0, "main", false);
+    assert_eq!(sim.status(1, "main"), ConnectionStatus::Down);
+}
+
+/// The store may push this instance's own write before it answers the compare-and-set: the decision
+/// is still this instance's own (one `Local` transition), not something learned.
+#[test]
+fn an_own_write_pushed_before_its_answer_stays_a_local_decision() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    sim.check(0, "main", false);
+    sim.check(0, "main", false);
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_check("main", CheckResult::failure("refused"), now);
+    let Some(Command::CompareAndSet(writes)) = sim.poll(0) else {
+        panic!("a write");
+    };
+    let pushed = writes
+        .iter()
+        .map(|w| {
+            sim.store
+                .records
+                .insert(w.key.clone(), w.value.as_bytes().to_vec());
+            (
+                w.key.clone(),
+                Slot::decode(&w.key, Some(w.value.as_bytes())),
+            )
+        })
+        .collect();
+    sim.nodes[0]
+        .replica
+        .handle_notice(Notice::Written(pushed), now);
+    sim.nodes[0]
+        .replica
+        .handle_cas_result(CasOutcome::Written, now);
+    sim.collect(0);
+    assert_eq!(
+        sim.transitions_to(0, ConnectionStatus::Down),
+        [EventOrigin::Local]
+    );
+}
+
+/// A push of an older fleet record (the store failed over and lost the last write) is checked with a
+/// read, and the record is rewritten with what this instance knows.
+#[test]
+fn a_fleet_record_the_store_lost_is_rewritten_after_a_late_push_shows_it() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    sim.round("standby", &[true]);
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_force(Preference::Failover, "standby", now);
+    sim.drive(0);
+    sim.settle();
+    let old = sim.store.records.get(&RecordKey::Fleet).cloned().unwrap();
+    let mut fences = TopologyRecord::default();
+    fences.fenced.insert("main".into(), "left behind".into());
+    sim.nodes[0].replica.handle_topology(fences.clone());
+    sim.drive(0);
+    sim.settle();
+    sim.store.records.insert(RecordKey::Fleet, old.clone());
+    let slot = Slot::decode(&RecordKey::Fleet, Some(&old));
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_notice(Notice::Written(vec![(RecordKey::Fleet, slot)]), now);
+    sim.drive(0);
+    let (_, fleet) = stored_fleet(&sim).expect("a fleet record");
+    assert_eq!(decode_record(&fleet.extra), Some(fences));
+    assert_eq!(fleet.preference, Preference::Failover);
+}
+
+/// A switch forced during an outage is never written over a fleet record of a later release found
+/// when the store is back.
+#[test]
+fn a_switch_forced_in_an_outage_leaves_a_foreign_fleet_record_alone() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    sim.round("standby", &[true]);
+    sim.nodes[0].partitioned = true;
+    sim.round("main", &[true]);
+    assert!(sim.nodes[0].replica.in_outage());
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_force(Preference::Failover, "standby", now);
+    sim.drive(0);
+    let foreign = b"dbfo3 9 00000000000000bb f whatever the next release writes".to_vec();
+    sim.store.records.insert(RecordKey::Fleet, foreign.clone());
+    sim.nodes[0].partitioned = false;
+    for _ in 0..3 {
+        sim.round("main", &[true]);
+    }
+    assert!(!sim.nodes[0].replica.in_outage());
+    assert_eq!(sim.store.records.get(&RecordKey::Fleet), Some(&foreign));
+    assert_eq!(sim.nodes[0].seen.foreign, 1, "reported once");
+    assert_eq!(
+        sim.nodes[0].seen.forced,
+        [(Preference::Failover, EventOrigin::Local)]
+    );
+}
+
+/// When the store comes back after an outage holding an older record than this instance last saw
+/// (it lost writes meanwhile), routing does not go back to the DOWN database, and the record is
+/// rewritten.
+#[test]
+fn a_store_back_from_an_outage_with_lost_writes_does_not_route_back() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    let healthy = sim.store.records.get(&main_key()).cloned().unwrap();
+    for _ in 0..3 {
+        sim.check(0, "main", false);
+    }
+    assert_eq!(sim.stored_status(), Some(ConnectionStatus::Down));
+    sim.nodes[0].partitioned = true;
+    sim.check(0, "standby", true);
+    assert!(sim.nodes[0].replica.in_outage());
+    sim.store.records.insert(main_key(), healthy);
+    sim.nodes[0].partitioned = false;
+    for _ in 0..3 {
+        sim.advance(INTERVAL);
+    }
+    assert!(!sim.nodes[0].replica.in_outage());
+    assert_eq!(sim.status(0, "main"), ConnectionStatus::Down);
+    assert_eq!(sim.stored_status(), Some(ConnectionStatus::Down));
+    assert_eq!(sim.transitions_to(0, ConnectionStatus::Healthy).len(), 1);
+}
+
+/// An instance cut off from the store while the fleet decided follows the fleet's decision when it
+/// is back, as something learned.
+#[test]
+fn an_instance_back_from_an_outage_follows_what_the_fleet_decided_meanwhile() {
+    let mut sim = Sim::new(3, &[]);
+    sim.round("main", &all(3, true));
+    sim.nodes[0].partitioned = true;
+    sim.check(0, "standby", true);
+    assert!(sim.nodes[0].replica.in_outage());
+    // Node 0's last vote (a success) vetoes until it goes stale.
+    for _ in 0..8 {
+        sim.check(1, "main", false);
+        sim.check(2, "main", false);
+        sim.advance(INTERVAL);
+    }
+    assert_eq!(sim.stored_status(), Some(ConnectionStatus::Down));
+    assert_eq!(sim.status(0, "main"), ConnectionStatus::Healthy);
+    sim.nodes[0].partitioned = false;
+    for _ in 0..3 {
+        sim.advance(INTERVAL);
+    }
+    assert!(!sim.nodes[0].replica.in_outage());
+    assert_eq!(sim.status(0, "main"), ConnectionStatus::Down);
+    assert_eq!(
+        sim.transitions_to(0, ConnectionStatus::Down),
+        [EventOrigin::Learned]
+    );
+}
+
+/// An instance that found a database DOWN alone during an outage, when the store comes back without
+/// the record (evicted), keeps it DOWN and writes its decision.
+#[test]
+fn a_decision_made_alone_survives_a_record_evicted_during_the_outage() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    sim.round("main", &[true]);
+    sim.nodes[0].partitioned = true;
+    for _ in 0..3 {
+        sim.round("main", &[false]);
+    }
+    assert_eq!(sim.status(0, "main"), ConnectionStatus::Down);
+    sim.store.records.remove(&main_key());
+    sim.nodes[0].partitioned = false;
+    for _ in 0..3 {
+        sim.advance(INTERVAL);
+    }
+    assert!(!sim.nodes[0].replica.in_outage());
+    assert_eq!(sim.status(0, "main"), ConnectionStatus::Down);
+    assert_eq!(sim.stored_status(), Some(ConnectionStatus::Down));
+    assert_eq!(sim.transitions_to(0, ConnectionStatus::Healthy).len(), 1);
+}
+
+/// The shared record keeps counts only up to their thresholds; operators see this instance's own
+/// longer run beyond them. Below them, the counts are the fleet's: while another instance vetoes,
+/// this instance's failures do not add up.
+#[test]
+fn counts_beyond_the_thresholds_show_this_instance_s_own_run() {
+    let mut sim = Sim::new(1, &[]);
+    for _ in 0..5 {
+        sim.check(0, "main", false);
+    }
+    assert_eq!(counts(&sim, 0, "main").failure_count, 5);
+    for _ in 0..4 {
+        sim.check(0, "main", true);
+    }
+    assert_eq!(counts(&sim, 0, "main").success_count, 4);
+    assert_eq!(sim.stored_status(), Some(ConnectionStatus::Healthy));
+
+    let mut sim = Sim::new(2, &[]);
+    sim.round("main", &all(2, true));
+    sim.check(1, "main", true);
+    for _ in 0..4 {
+        sim.check(0, "main", false);
+    }
+    let seen = counts(&sim, 0, "main");
+    assert_eq!(seen.status, ConnectionStatus::Healthy);
+    assert_eq!(seen.failure_count, 0, "vetoed: the fleet's count");
+}
