@@ -17,44 +17,53 @@ pub const MASK: &str = "****";
 /// that guess is wrong (an `@` in the query), more is masked than needed: the safe side.
 /// For free text that may hold URLs among other words (an error message), use [`mask_text`].
 pub fn mask_password(url: &str) -> String {
-    let (head, rest) = match url.find("://") {
-        Some(at) => url.split_at(at + 3),
-        None => match scheme_end(url) {
-            // `https:user:pw@host` and `ws:/user:pw@host`: special schemes read a user-info without
-            // `//` too.
-            Some(colon) => {
-                let slashes =
-                    url[colon + 1..].len() - url[colon + 1..].trim_start_matches('/').len();
-                url.split_at(colon + 1 + slashes)
-            }
-            None => ("", url),
-        },
-    };
+    let (password, tail) = userinfo(url);
     let mut out = String::with_capacity(url.len());
-    out.push_str(head);
-    let after_userinfo = if head.is_empty() {
-        rest
-    } else {
-        match rest.rfind('@') {
-            Some(at) => {
-                let userinfo = &rest[..at];
-                match userinfo.find(':') {
-                    Some(colon) => {
-                        out.push_str(&userinfo[..=colon]);
-                        out.push_str(MASK);
-                    }
-                    None => out.push_str(userinfo),
-                }
-                out.push('@');
-                &rest[at + 1..]
-            }
-            None => rest,
+    match password {
+        Some(range) => {
+            out.push_str(&url[..range.start]);
+            out.push_str(MASK);
+            out.push_str(&url[range.end..tail]);
         }
-    };
-    out.push_str(&mask_query(after_userinfo));
+        None => out.push_str(&url[..tail]),
+    }
+    out.push_str(&mask_query(&url[tail..]));
     // A `?` inside what was taken for the user-info (`h/db?x=a@b&password=s`) leaves the query's
     // parameters in the tail without their `?`: mask any `password=` value left.
     mask_password_words(&out)
+}
+
+/// Where `url`'s password lies, read by structure, and where the part after its user-info starts
+/// (after the `@`, else after the scheme).
+///
+/// - `scheme://user:secret@host`: the user-info runs from `://` to the **last** `@`, and the password
+///   from its first `:`.
+/// - Without `//` (`https:user:secret@host`, `ws:/user:secret@host`), the same after the scheme's
+///   `:` and slashes.
+/// - A user-info without `:` there, or no scheme at all, means the password may sit before it: a
+///   DSN such as `user:secret@tcp(host)/db` reads as the scheme `user`. Everything from the first `:`
+///   to the last `@` is then taken for the password (more than needed, the safe side).
+fn userinfo(url: &str) -> (Option<std::ops::Range<usize>>, usize) {
+    let (start, authority) = match url.find("://") {
+        Some(at) => (at + 3, true),
+        None => match scheme_end(url) {
+            Some(colon) => {
+                let after = &url[colon + 1..];
+                let slashes = after.len() - after.trim_start_matches('/').len();
+                (colon + 1 + slashes, false)
+            }
+            None => (0, false),
+        },
+    };
+    let Some(at) = url[start..].rfind('@').map(|at| start + at) else {
+        return (None, start);
+    };
+    let colon = match url[start..at].find(':') {
+        Some(colon) => Some(start + colon),
+        None if authority => None,
+        None => url[..at].find(':'),
+    };
+    (colon.map(|colon| colon + 1..at), at + 1)
 }
 
 /// Where a URL's scheme ends (the index of its `:`), for a text that starts with one
@@ -352,17 +361,11 @@ impl DatabaseUrl {
     /// password and the values of secret-naming query parameters. For a [`Redactor`].
     pub fn secrets(&self) -> Vec<String> {
         let text = self.0.as_str();
-        let Some(at) = text.find("://") else {
-            return query_secrets(text).map(str::to_owned).collect();
-        };
-        let rest = &text[at + 3..];
-        let (password, after) = match rest.rfind('@') {
-            Some(at) => (rest[..at].split_once(':').map(|(_, p)| p), &rest[at + 1..]),
-            None => (None, rest),
-        };
+        let (password, tail) = userinfo(text);
         password
+            .map(|range| &text[range])
             .into_iter()
-            .chain(query_secrets(after))
+            .chain(query_secrets(&text[tail..]))
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect()

@@ -726,3 +726,13 @@ fn a_misspelled_key_in_the_file_is_reported_with_the_file_s_value_even_when_a_va
         ("health_check.failure-threshold", "2")
     );
 }
+
+#[test]
+fn a_dsn_pasted_where_a_url_belongs_is_refused_without_showing_its_password() {
+    let file = file_with_standby().replace("postgres://h/main", "app:S3cret@tcp(db:3306)/app");
+    let err = load::parse(&file).unwrap_err();
+    assert_eq!(err.key(), Some("databases.main.url"));
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("S3cret"), "{text}");
+    assert!(text.contains("app:****@tcp(db:3306)/app"), "{text}");
+}

@@ -161,3 +161,101 @@ fn a_setting_error_names_the_key_the_value_and_the_rule() {
         "invalid setting `health_check.failure_threshold` = `0`: must be at least 1"
     );
 }
+
+/// Without `//`, a password may stand after a scheme (`https:user:secret@host`) or be all there is
+/// before the `@` of a DSN pasted where a URL belongs (`user:secret@tcp(host)/db`, which reads as the
+/// scheme `user`): masked either way, from the first `:` to the last `@` when in doubt.
+#[test]
+fn a_password_without_slashes_is_masked_too() {
+    let cases = [
+        ("https:user:S3cret@host", "https:user:****@host"),
+        ("https::S3cret@host", "https::****@host"),
+        ("ws:/:S3cret@h", "ws:/:****@h"),
+        ("ws:///u:S3cret@h", "ws:///u:****@h"),
+        ("app:S3cret@tcp(db:3306)/app", "app:****@tcp(db:3306)/app"),
+        (":S3cret@host", ":****@host"),
+        ("1x:S3cret@h", "1x:****@h"),
+        ("x1:u:S3cret@h?password=S3cret", "x1:u:****@h?password=****"),
+        ("redis://S3cret@h", "redis://S3cret@h"),
+    ];
+    for (url, masked) in cases {
+        assert_eq!(mask_password(url), masked, "{url}");
+    }
+}
+
+/// The secrets a URL holds, for redaction by value, are read by the same structure as the masking.
+#[test]
+fn a_url_s_secrets_are_read_as_the_masking_reads_them() {
+    let cases: [(&str, &[&str]); 6] = [
+        (
+            "postgres://u:S3cret@h/db?sslpassword=K3y&x=1",
+            &["S3cret", "K3y"],
+        ),
+        ("https:user:S3cret@host", &["S3cret"]),
+        ("app:S3cret@tcp(db:3306)/app", &["S3cret"]),
+        ("redis://:S3cret@h:6379/0", &["S3cret"]),
+        ("redis://S3cret@h", &[]),
+        ("postgres://h/db?password=&token=T0ken", &["T0ken"]),
+    ];
+    for (url, secrets) in cases {
+        let parsed = DatabaseUrl::parse(url).unwrap();
+        assert_eq!(parsed.secrets(), secrets, "{url}");
+    }
+    let mut redactor = dbfailover_core::url::Redactor::new();
+    redactor.add_url(&DatabaseUrl::parse("app:S3cret@tcp(db:3306)/app").unwrap());
+    assert_eq!(
+        redactor.redact("Access denied (using password: S3cret)"),
+        "Access denied (using password: ****)"
+    );
+}
+
+/// Every parameter that names a secret is masked, not only those ending in `password`.
+#[test]
+fn every_secret_naming_parameter_is_masked() {
+    assert_eq!(
+        mask_password("postgres://h/db?pwd=S3cret&token=T0ken;pass=P4ss&secret=X&auth=A&x=1"),
+        "postgres://h/db?pwd=****&token=****;pass=****&secret=****&auth=****&x=1"
+    );
+    assert_eq!(
+        mask_password("mysql://h/db?sslkey=K&passfile=F#pwd=fragment"),
+        "mysql://h/db?sslkey=****&passfile=****#pwd=fragment"
+    );
+    assert_eq!(
+        mask_text("at the start: see postgres://h/db?token=T0ken"),
+        "at the start: see postgres://h/db?token=****"
+    );
+}
+
+/// Free text that is nothing but a URL, or starts with one.
+#[test]
+fn a_text_that_starts_with_a_url_is_masked() {
+    assert_eq!(
+        mask_text("postgres://u:S3cret@h/db"),
+        "postgres://u:****@h/db"
+    );
+    assert_eq!(
+        mask_text("redis://:S3cret@h:6379/0 refused"),
+        "redis://:****@h:6379/0 refused"
+    );
+}
+
+/// A redactor shows how many forms of secrets it knows, never one of them; a secret shorter than
+/// four characters is not searched for by value (it would blank out ordinary words).
+#[test]
+fn a_redactor_shows_no_secret_and_leaves_short_ones_to_the_url_masking() {
+    let mut redactor = dbfailover_core::url::Redactor::new();
+    redactor.add_secret("S3cret");
+    redactor.add_secret("S3cret");
+    let shown = format!("{redactor:?}");
+    assert!(shown.starts_with("Redactor("), "{shown}");
+    assert!(!shown.contains("S3cret"), "{shown}");
+    let mut short = dbfailover_core::url::Redactor::new();
+    short.add_secret("ab");
+    assert_eq!(format!("{short:?}"), "Redactor(0 secrets)");
+    assert_eq!(short.redact("tab stop, ab"), "tab stop, ab");
+    assert_eq!(
+        short.redact("redis://:ab@h refused"),
+        "redis://:****@h refused"
+    );
+    assert_eq!(redactor.redact("pw S3cret, S3cret"), "pw ****, ****");
+}
