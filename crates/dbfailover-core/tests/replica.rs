@@ -2132,3 +2132,46 @@ fn counts_beyond_the_thresholds_show_this_instance_s_own_run() {
     assert_eq!(seen.status, ConnectionStatus::Healthy);
     assert_eq!(seen.failure_count, 0, "vetoed: the fleet's count");
 }
+
+/// After an outage, a record with the same counter as the last one seen but from another write (the
+/// store failed over to a node that took a different write on the same base) is not newer: it is
+/// not adopted, and routing does not go back to the DOWN database it calls HEALTHY.
+#[test]
+fn a_record_from_another_write_at_the_same_counter_is_not_adopted_after_an_outage() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    for _ in 0..3 {
+        sim.check(0, "main", false);
+    }
+    let Slot::Readable {
+        version,
+        record: Record::Connection(mut entry),
+    } = sim.stored(&main_key())
+    else {
+        panic!("readable");
+    };
+    assert_eq!(entry.counts.status, ConnectionStatus::Down);
+    sim.nodes[0].partitioned = true;
+    sim.check(0, "standby", true);
+    assert!(sim.nodes[0].replica.in_outage());
+    entry.counts = Counts {
+        status: ConnectionStatus::Healthy,
+        failure_count: 0,
+        success_count: 2,
+    };
+    let other = Version {
+        counter: version.counter,
+        write_id: version.write_id ^ 0xffff,
+    };
+    sim.store.records.insert(
+        main_key(),
+        Record::Connection(entry).encode(other).into_bytes(),
+    );
+    sim.nodes[0].partitioned = false;
+    for _ in 0..3 {
+        sim.advance(INTERVAL);
+    }
+    assert!(!sim.nodes[0].replica.in_outage());
+    assert_eq!(sim.status(0, "main"), ConnectionStatus::Down);
+    assert_eq!(sim.stored_status(), Some(ConnectionStatus::Down));
+}
