@@ -3,6 +3,7 @@
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
+use std::ops::Range;
 
 /// The text that replaces a password wherever a URL is shown.
 pub const MASK: &str = "****";
@@ -12,58 +13,68 @@ pub const MASK: &str = "****";
 /// (`password=`, `sslpassword=`, `pass=`, `pwd=`, `secret=`, `token=`, any case).
 ///
 /// The whole input is taken as one URL and split by structure, never by scanning for where a URL
-/// seems to end: the user-info runs from `://` to the **last** `@` of the input, because a password
-/// may hold any character (`/`, `?`, `#`, `@`, spaces, quotes, control characters) unencoded. When
-/// that guess is wrong (an `@` in the query), more is masked than needed: the safe side.
+/// seems to end. A password may hold any character (`/`, `?`, `#`, `@`, spaces, quotes) unencoded,
+/// and so may a query value, so the input is read two ways, and whatever either reading calls a
+/// secret is masked:
+/// - the user-info runs to the **last** `@` (a password holding `/`, `?` or `@`);
+/// - the user-info ends before the first `?` or `#` (a query value holding `@`).
+///
+/// Without `//` after the scheme (`https:user:pw@host`), or with no scheme at all (a DSN such as
+/// `user:pw@tcp(host)/db`, which reads as the scheme `user`), everything from the first `:` to the
+/// `@` is taken for the password. More is masked than needed rather than less.
 /// For free text that may hold URLs among other words (an error message), use [`mask_text`].
 pub fn mask_password(url: &str) -> String {
-    let (password, tail) = userinfo(url);
-    let mut out = String::with_capacity(url.len());
-    match password {
-        Some(range) => {
-            out.push_str(&url[..range.start]);
-            out.push_str(MASK);
-            out.push_str(&url[range.end..tail]);
-        }
-        None => out.push_str(&url[..tail]),
+    let mut ranges = Vec::new();
+    for reading in readings(url) {
+        ranges.extend(reading.password);
+        ranges.extend(query_secret_ranges(url, reading.tail));
     }
-    out.push_str(&mask_query(&url[tail..]));
-    // A `?` inside what was taken for the user-info (`h/db?x=a@b&password=s`) leaves the query's
-    // parameters in the tail without their `?`: mask any `password=` value left.
-    mask_password_words(&out)
+    mask_password_words(&mask_ranges(url, ranges))
 }
 
-/// Where `url`'s password lies, read by structure, and where the part after its user-info starts
-/// (after the `@`, else after the scheme).
-///
-/// - `scheme://user:secret@host`: the user-info runs from `://` to the **last** `@`, and the password
-///   from its first `:`.
-/// - Without `//` (`https:user:secret@host`, `ws:/user:secret@host`), the same after the scheme's
-///   `:` and slashes.
-/// - A user-info without `:` there, or no scheme at all, means the password may sit before it: a
-///   DSN such as `user:secret@tcp(host)/db` reads as the scheme `user`. Everything from the first `:`
-///   to the last `@` is then taken for the password (more than needed, the safe side).
-fn userinfo(url: &str) -> (Option<std::ops::Range<usize>>, usize) {
-    let (start, authority) = match url.find("://") {
-        Some(at) => (at + 3, true),
-        None => match scheme_end(url) {
-            Some(colon) => {
-                let after = &url[colon + 1..];
-                let slashes = after.len() - after.trim_start_matches('/').len();
-                (colon + 1 + slashes, false)
-            }
-            None => (0, false),
-        },
+/// One reading of a URL's structure: where its password lies and where the part after its
+/// user-info (host, path, query) starts.
+struct Reading {
+    password: Option<Range<usize>>,
+    tail: usize,
+}
+
+/// The two readings of `url` (see [`mask_password`]): user-info to the last `@`, and user-info
+/// ending before the query.
+fn readings(url: &str) -> [Reading; 2] {
+    // A `://` right after the scheme makes an authority; one further on belongs to a password or a
+    // query, and says nothing of the structure.
+    let (start, authority) = match scheme_end(url) {
+        Some(colon) if url[colon..].starts_with("://") => (colon + 3, true),
+        Some(colon) => {
+            let after = &url[colon + 1..];
+            (
+                colon + 1 + (after.len() - after.trim_start_matches('/').len()),
+                false,
+            )
+        }
+        None => (0, false),
     };
-    let Some(at) = url[start..].rfind('@').map(|at| start + at) else {
-        return (None, start);
-    };
-    let colon = match url[start..at].find(':') {
-        Some(colon) => Some(start + colon),
-        None if authority => None,
-        None => url[..at].find(':'),
-    };
-    (colon.map(|colon| colon + 1..at), at + 1)
+    let query = url[start..]
+        .find(['?', '#'])
+        .map_or(url.len(), |at| start + at);
+    [url.len(), query].map(|end| {
+        let Some(at) = url[start..end].rfind('@').map(|at| start + at) else {
+            return Reading {
+                password: None,
+                tail: start,
+            };
+        };
+        let colon = if authority {
+            url[start..at].find(':').map(|colon| start + colon)
+        } else {
+            url[..at].find(':')
+        };
+        Reading {
+            password: colon.map(|colon| colon + 1..at),
+            tail: at + 1,
+        }
+    })
 }
 
 /// Where a URL's scheme ends (the index of its `:`), for a text that starts with one
@@ -78,108 +89,124 @@ fn scheme_end(text: &str) -> Option<usize> {
     .then_some(colon)
 }
 
-/// Masks the values of secret-naming parameters in the query of `rest` (the URL after its
-/// user-info). Parameters end at `&`, `;` or the fragment's `#`, as a driver splits them.
-fn mask_query(rest: &str) -> String {
-    let Some(question) = rest.find('?') else {
-        return rest.to_owned();
+/// The ranges of the values of secret-naming parameters in the query of `text[from..]` (the URL
+/// after its user-info). Parameters end at `&`, `;` or the fragment's `#`, as a driver splits them.
+fn query_secret_ranges(text: &str, from: usize) -> Vec<Range<usize>> {
+    let Some(question) = text[from..].find('?') else {
+        return Vec::new();
     };
-    let (path, query) = rest.split_at(question + 1);
-    let (query, fragment) = match query.find('#') {
-        Some(hash) => query.split_at(hash),
-        None => (query, ""),
-    };
-    let mut out = String::with_capacity(rest.len());
-    out.push_str(path);
-    let mut pair_start = 0;
-    for (end, separator) in query
-        .char_indices()
-        .filter(|(_, c)| matches!(c, '&' | ';'))
-        .map(|(i, c)| (i, Some(c)))
-        .chain(std::iter::once((query.len(), None)))
+    let start = from + question + 1;
+    let end = text[start..]
+        .find('#')
+        .map_or(text.len(), |hash| start + hash);
+    let mut ranges = Vec::new();
+    let mut pair_start = start;
+    for (offset, _) in text[start..end]
+        .match_indices(['&', ';'])
+        .chain(std::iter::once((end - start, "")))
     {
-        let pair = &query[pair_start..end];
-        match pair.split_once('=') {
-            Some((key, value)) if names_a_secret(key) && !value.is_empty() => {
-                out.push_str(key);
-                out.push('=');
-                out.push_str(MASK);
-            }
-            _ => out.push_str(pair),
+        let pair_end = start + offset;
+        let pair = &text[pair_start..pair_end];
+        if let Some((key, value)) = pair.split_once('=')
+            && names_a_secret(key)
+            && !value.is_empty()
+        {
+            ranges.push(pair_start + key.len() + 1..pair_end);
         }
-        if let Some(separator) = separator {
-            out.push(separator);
-        }
-        pair_start = end + 1;
+        pair_start = pair_end + 1;
     }
-    out.push_str(fragment);
-    out
+    ranges
 }
 
-/// The values of secret-naming parameters in the query of `rest` (the URL after its user-info).
-fn query_secrets(rest: &str) -> impl Iterator<Item = &str> {
-    let query = rest.split_once('?').map_or("", |(_, q)| q);
-    let query = query.split_once('#').map_or(query, |(q, _)| q);
-    query.split(['&', ';']).filter_map(|pair| {
-        let (key, value) = pair.split_once('=')?;
-        (names_a_secret(key) && !value.is_empty()).then_some(value)
-    })
+/// `text` with every range replaced by [`MASK`] (overlapping and touching ranges as one).
+fn mask_ranges(text: &str, mut ranges: Vec<Range<usize>>) -> String {
+    ranges.sort_by_key(|r| (r.start, r.end));
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut current: Option<Range<usize>> = None;
+    for range in ranges {
+        match &mut current {
+            Some(open) if range.start <= open.end => open.end = open.end.max(range.end),
+            _ => {
+                if let Some(open) = current.take() {
+                    out.push_str(&text[copied..open.start]);
+                    out.push_str(MASK);
+                    copied = open.end;
+                }
+                current = Some(range);
+            }
+        }
+    }
+    if let Some(open) = current {
+        out.push_str(&text[copied..open.start]);
+        out.push_str(MASK);
+        copied = open.end;
+    }
+    out.push_str(&text[copied..]);
+    out
 }
 
 /// Whether a query parameter's name says its value is a secret.
 fn names_a_secret(key: &str) -> bool {
     let key = percent_encoding::percent_decode_str(key)
         .decode_utf8_lossy()
+        .trim()
         .to_ascii_lowercase();
-    key.ends_with("password")
+    ["password", "passwd", "secret", "token", "apikey", "api_key"]
+        .iter()
+        .any(|end| key.ends_with(end))
         || matches!(
             key.as_str(),
-            "pass" | "pwd" | "secret" | "token" | "auth" | "sslkey" | "passfile"
+            "pass" | "pwd" | "auth" | "sslkey" | "passfile"
         )
 }
 
-/// Masks every URL password in free text (an error message, a configuration file's text): each
-/// `://` starts a URL whose user-info may run to the last `@` before the next `://`, so a password
-/// is masked whatever it holds. Masks too much rather than too little. Query secrets are masked
-/// within the word that holds them.
+/// Masks every URL password in free text (an error message, a configuration file's text). Each
+/// `scheme://` starts a URL whose user-info may run to the last `@` before the next URL, so a
+/// password is masked whatever it holds. Text is read two ways and what either masks is masked:
+/// URLs start only where a word begins (so a `://` inside a password does not cut it short), and
+/// URLs start at every `scheme://` (`jdbc:postgresql://`, `error:mysql://`). Query secrets are
+/// masked within the word that holds them. Masks too much rather than too little.
 ///
 /// Text from a driver may also echo a known password outside any URL: [`Redactor`] removes those by
 /// value.
 pub fn mask_text(text: &str) -> String {
-    let starts = url_starts(text);
-    let mut out = String::with_capacity(text.len());
-    let mut copied = 0;
-    for (i, &(_, authority)) in starts.iter().enumerate() {
-        out.push_str(&text[copied..authority]);
-        let next = starts.get(i + 1).map_or(text.len(), |&(s, _)| s);
-        let segment = &text[authority..next];
-        let userinfo_end = segment.rfind('@').filter(|at| segment[..*at].contains(':'));
-        let tail = match userinfo_end {
-            Some(at) => {
-                let colon = segment[..at].find(':').unwrap_or(at);
-                out.push_str(&segment[..=colon]);
-                out.push_str(MASK);
-                &segment[at..]
+    let mut ranges = Vec::new();
+    for anywhere in [false, true] {
+        let starts = url_starts(text, anywhere);
+        for (i, &(_, authority)) in starts.iter().enumerate() {
+            let next = starts.get(i + 1).map_or(text.len(), |&(s, _)| s);
+            let segment = &text[authority..next];
+            // Both readings: the user-info to the last `@`, or to the last `@` before the query.
+            let query = segment.find(['?', '#']).unwrap_or(segment.len());
+            for end in [segment.len(), query] {
+                let tail = match segment[..end]
+                    .rfind('@')
+                    .filter(|at| segment[..*at].contains(':'))
+                {
+                    Some(at) => {
+                        let colon = segment[..at].find(':').unwrap_or(at);
+                        ranges.push(authority + colon + 1..authority + at);
+                        authority + at
+                    }
+                    None => authority,
+                };
+                // The rest of the segment up to where the URL's word ends, query secrets masked.
+                let word_end = text[tail..next]
+                    .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>'))
+                    .map_or(next, |end| tail + end);
+                ranges.extend(query_secret_ranges(&text[..word_end], tail));
             }
-            None => segment,
-        };
-        // The rest of the segment up to where the URL's word ends, query secrets masked.
-        let word_end = tail
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>'))
-            .unwrap_or(tail.len());
-        out.push_str(&mask_query(&tail[..word_end]));
-        out.push_str(&tail[word_end..]);
-        copied = next;
+        }
     }
-    out.push_str(&text[copied..]);
-    mask_password_words(&out)
+    mask_password_words(&mask_ranges(text, ranges))
 }
 
-/// Where the URLs of free text start: each `scheme://` whose scheme begins a word (at the start of
-/// the text or after a space, a quote, `=`, `(`, `<`, `,`, `[`, `{` or `;`), as `(scheme start, index
-/// after "://")`. A `://` inside a password (`app:///x@h`, `pw:a://b@h`) follows no such word start,
-/// so it never cuts a URL short.
-fn url_starts(text: &str) -> Vec<(usize, usize)> {
+/// Where the URLs of free text start, as `(scheme start, index after "://")`: each `scheme://`
+/// whose scheme begins a word (at the start of the text or after a space, a quote, `=`, `(`, `<`,
+/// `,`, `[`, `{` or `;`), or with `anywhere`, every `scheme://` (the scheme being the longest run
+/// of letters, digits, `+`, `-`, `.` before it that starts with a letter).
+fn url_starts(text: &str, anywhere: bool) -> Vec<(usize, usize)> {
     let bytes = text.as_bytes();
     let mut starts = Vec::new();
     let mut from = 0;
@@ -198,7 +225,15 @@ fn url_starts(text: &str) -> Vec<(usize, usize)> {
                 bytes[scheme_start - 1],
                 b'"' | b'\'' | b'`' | b'=' | b'(' | b'<' | b',' | b'[' | b'{' | b';'
             );
-        if scheme_start < sep && bytes[scheme_start].is_ascii_alphabetic() && begins_word {
+        if anywhere {
+            while scheme_start < sep && !bytes[scheme_start].is_ascii_alphabetic() {
+                scheme_start += 1;
+            }
+        }
+        if scheme_start < sep
+            && bytes[scheme_start].is_ascii_alphabetic()
+            && (begins_word || anywhere)
+        {
             starts.push((scheme_start, sep + 3));
         }
         from = sep + 3;
@@ -206,28 +241,39 @@ fn url_starts(text: &str) -> Vec<(usize, usize)> {
     starts
 }
 
-/// Masks `password=value` words outside URLs (`host=h password=secret`), as libpq's key/value
-/// connection strings and some driver messages write them.
+/// Masks `password=value` words outside URLs (`host=h password=secret`, `Pwd=secret;`), as libpq's
+/// key/value connection strings, ODBC strings and some driver messages write them: spaces around
+/// `=` are allowed, and a quoted (`'...'`, `"..."`) or braced (`{...}`) value is masked whole.
 fn mask_password_words(text: &str) -> String {
     let lower = text.to_ascii_lowercase();
     let mut ranges = Vec::new();
-    let mut from = 0;
-    while let Some(found) = lower[from..].find("password=") {
-        let begin = from + found;
-        let value_start = begin + "password=".len();
-        let value_end = lower[value_start..]
-            .find(|c: char| c.is_whitespace() || matches!(c, '&' | ';' | '#'))
-            .map_or(lower.len(), |e| value_start + e);
-        if value_end > value_start && !text[value_start..].starts_with(MASK) {
-            ranges.push(value_start..value_end);
+    for key in ["password", "passwd", "pwd"] {
+        for (begin, _) in lower.match_indices(key) {
+            let after_key = begin + key.len();
+            let rest = &lower[after_key..];
+            let trimmed = rest.trim_start_matches([' ', '\t']);
+            let Some(value) = trimmed.strip_prefix('=') else {
+                continue;
+            };
+            let value = value.trim_start_matches([' ', '\t']);
+            let value_start = lower.len() - value.len();
+            let value_end = match value.chars().next() {
+                Some(quote @ ('\'' | '"')) => value[1..]
+                    .find(quote)
+                    .map_or(lower.len(), |end| value_start + 1 + end + 1),
+                Some('{') => value
+                    .find('}')
+                    .map_or(lower.len(), |end| value_start + end + 1),
+                _ => value
+                    .find(|c: char| c.is_whitespace() || matches!(c, '&' | ';' | '#'))
+                    .map_or(lower.len(), |end| value_start + end),
+            };
+            if value_end > value_start {
+                ranges.push(value_start..value_end);
+            }
         }
-        from = value_end.max(value_start);
     }
-    let mut out = text.to_owned();
-    for range in ranges.into_iter().rev() {
-        out.replace_range(range, MASK);
-    }
-    out
+    mask_ranges(text, ranges)
 }
 
 /// Removes known secrets from text by value: every password of a configuration, as written, as
@@ -270,40 +316,88 @@ impl Redactor {
             .decode_utf8_lossy()
             .into_owned();
         for form in [secret.to_owned(), decoded] {
-            let encoded =
-                percent_encoding::utf8_percent_encode(&form, percent_encoding::NON_ALPHANUMERIC)
-                    .to_string();
-            let json = json_escaped(&form);
-            let escaped = form.escape_debug().to_string();
+            let mut needles = vec![form.clone(), json_escaped(&form)];
+            // Percent-encoded as a whole, and as the url crate encodes a user-info (which leaves
+            // `-`, `.`, `_`, `~` and more as they are); with upper and lower case hex digits, and
+            // with `+` for a space as a form would send it.
+            for set in [percent_encoding::NON_ALPHANUMERIC, USERINFO] {
+                let encoded = percent_encoding::utf8_percent_encode(&form, set).to_string();
+                needles.push(lower_hex(&encoded));
+                needles.push(encoded.replace("%20", "+"));
+                needles.push(encoded);
+            }
+            needles.push(form.escape_debug().to_string());
             // `{:?}` escapes more than `escape_debug` (combining marks anywhere, not only first).
             let quoted = format!("{form:?}");
-            let debug = quoted
-                .strip_prefix('"')
-                .and_then(|q| q.strip_suffix('"'))
-                .unwrap_or(&quoted)
-                .to_owned();
-            for needle in [form.clone(), encoded, json, escaped, debug] {
+            needles.push(
+                quoted
+                    .strip_prefix('"')
+                    .and_then(|q| q.strip_suffix('"'))
+                    .unwrap_or(&quoted)
+                    .to_owned(),
+            );
+            for needle in needles {
                 if needle.chars().count() >= Self::MIN_SECRET && !self.needles.contains(&needle) {
                     self.needles.push(needle);
                 }
             }
         }
-        // Longest first, so a secret that holds another is replaced whole.
-        self.needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
     }
 
     /// `text` with URLs masked and every known secret replaced by [`MASK`].
     pub fn redact(&self, text: &str) -> String {
         // Known secrets first: masking by structure could rewrite part of one (a secret holding
-        // `password=` or a URL) so that it no longer matches.
-        let mut out = text.to_owned();
-        for needle in &self.needles {
-            if out.contains(needle.as_str()) {
-                out = out.replace(needle.as_str(), MASK);
+        // `password=` or a URL) so that it no longer matches. Every match of every secret is found
+        // in the text as given, so that overlapping secrets leave no fragment.
+        let ranges = self
+            .needles
+            .iter()
+            .flat_map(|needle| {
+                text.match_indices(needle.as_str())
+                    .map(|(at, found)| at..at + found.len())
+            })
+            .collect();
+        mask_text(&mask_ranges(text, ranges))
+    }
+}
+
+/// The characters the url crate percent-encodes in a user-info (the WHATWG user-info set).
+const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'/')
+    .add(b':')
+    .add(b';')
+    .add(b'=')
+    .add(b'@')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'|');
+
+/// A percent-encoded text with its hex digits in lower case (`%2f` for `%2F`).
+fn lower_hex(encoded: &str) -> String {
+    let mut out = String::with_capacity(encoded.len());
+    let mut chars = encoded.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '%' {
+            for _ in 0..2 {
+                if let Some(hex) = chars.next() {
+                    out.push(hex.to_ascii_lowercase());
+                }
             }
         }
-        mask_text(&out)
     }
+    out
 }
 
 /// `text` as it stands inside a JSON string, without the quotes.
@@ -357,18 +451,33 @@ impl DatabaseUrl {
         mask_password(&self.0)
     }
 
-    /// The secrets this URL holds, split by structure as [`mask_password`] does: the user-info's
-    /// password and the values of secret-naming query parameters. For a [`Redactor`].
+    /// The secrets this URL holds, read by structure as [`mask_password`] reads it (both readings):
+    /// the user-info's password, the part after the user name's `:` when the password was taken to
+    /// start at the scheme's, and the values of secret-naming query parameters. For a [`Redactor`].
     pub fn secrets(&self) -> Vec<String> {
         let text = self.0.as_str();
-        let (password, tail) = userinfo(text);
-        password
-            .map(|range| &text[range])
-            .into_iter()
-            .chain(query_secrets(&text[tail..]))
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
+        let mut secrets: Vec<String> = Vec::new();
+        for reading in readings(text) {
+            let mut found: Vec<&str> = Vec::new();
+            if let Some(range) = reading.password {
+                let password = &text[range];
+                found.push(password);
+                if let Some((_, after)) = password.split_once(':') {
+                    found.push(after);
+                }
+            }
+            found.extend(
+                query_secret_ranges(text, reading.tail)
+                    .into_iter()
+                    .map(|range| &text[range]),
+            );
+            for secret in found {
+                if !secret.is_empty() && !secrets.iter().any(|s| s == secret) {
+                    secrets.push(secret.to_owned());
+                }
+            }
+        }
+        secrets
     }
 }
 
@@ -446,7 +555,8 @@ mod tests {
             assert!(!mask_text(&text).contains(password), "{password:?}");
             let parsed = DatabaseUrl::parse(&url);
             if let Ok(parsed) = parsed {
-                assert_eq!(parsed.secrets(), vec![password.to_owned()]);
+                // The password first; a password holding `:` also yields its part after it.
+                assert_eq!(parsed.secrets()[0], password);
                 assert!(!format!("{parsed} {parsed:?}").contains(password));
             }
         }

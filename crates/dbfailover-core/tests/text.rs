@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use dbfailover_core::url::{mask_password, mask_text};
+use dbfailover_core::url::{Redactor, mask_password, mask_text};
 use dbfailover_core::{ConfigError, DatabaseUrl};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -164,18 +164,18 @@ fn a_setting_error_names_the_key_the_value_and_the_rule() {
 
 /// Without `//`, a password may stand after a scheme (`https:user:secret@host`) or be all there is
 /// before the `@` of a DSN pasted where a URL belongs (`user:secret@tcp(host)/db`, which reads as the
-/// scheme `user`): masked either way, from the first `:` to the last `@` when in doubt.
+/// scheme `user`): masked either way, from the first `:` to the `@` (the user name too).
 #[test]
 fn a_password_without_slashes_is_masked_too() {
     let cases = [
-        ("https:user:S3cret@host", "https:user:****@host"),
-        ("https::S3cret@host", "https::****@host"),
-        ("ws:/:S3cret@h", "ws:/:****@h"),
+        ("https:user:S3cret@host", "https:****@host"),
+        ("https::S3cret@host", "https:****@host"),
+        ("ws:/:S3cret@h", "ws:****@h"),
         ("ws:///u:S3cret@h", "ws:///u:****@h"),
         ("app:S3cret@tcp(db:3306)/app", "app:****@tcp(db:3306)/app"),
         (":S3cret@host", ":****@host"),
         ("1x:S3cret@h", "1x:****@h"),
-        ("x1:u:S3cret@h?password=S3cret", "x1:u:****@h?password=****"),
+        ("x1:u:S3cret@h?password=S3cret", "x1:****@h?password=****"),
         ("redis://S3cret@h", "redis://S3cret@h"),
     ];
     for (url, masked) in cases {
@@ -191,7 +191,7 @@ fn a_url_s_secrets_are_read_as_the_masking_reads_them() {
             "postgres://u:S3cret@h/db?sslpassword=K3y&x=1",
             &["S3cret", "K3y"],
         ),
-        ("https:user:S3cret@host", &["S3cret"]),
+        ("https:user:S3cret@host", &["user:S3cret", "S3cret"]),
         ("app:S3cret@tcp(db:3306)/app", &["S3cret"]),
         ("redis://:S3cret@h:6379/0", &["S3cret"]),
         ("redis://S3cret@h", &[]),
@@ -218,7 +218,7 @@ fn every_secret_naming_parameter_is_masked() {
     );
     assert_eq!(
         mask_password("mysql://h/db?sslkey=K&passfile=F#pwd=fragment"),
-        "mysql://h/db?sslkey=****&passfile=****#pwd=fragment"
+        "mysql://h/db?sslkey=****&passfile=****#pwd=****"
     );
     assert_eq!(
         mask_text("at the start: see postgres://h/db?token=T0ken"),
@@ -258,4 +258,153 @@ fn a_redactor_shows_no_secret_and_leaves_short_ones_to_the_url_masking() {
         "redis://:****@h refused"
     );
     assert_eq!(redactor.redact("pw S3cret, S3cret"), "pw ****, ****");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inputs an attacker or a careless operator would try (each was shown in part before).
+
+#[test]
+fn a_query_password_holding_an_at_sign_is_masked_whole() {
+    for (url, secret) in [
+        ("sqlite:data.db?password=p@ssw0rd", "ssw0rd"),
+        ("https:h/db?password=p@ssw0rd", "ssw0rd"),
+        ("postgres://h:5432/db?password=p@ssw0rd", "ssw0rd"),
+        ("postgres://u:pw@h/db?sslpassword=p@ssw0rd", "ssw0rd"),
+        ("postgres://u:pw@h/db?token=tok@abcd1234", "abcd1234"),
+        (
+            "postgres://h/db?token=longtoken123&password=p@ss",
+            "longtoken123",
+        ),
+    ] {
+        let shown = mask_password(url);
+        assert!(!shown.contains(secret), "{url:?} shown as {shown:?}");
+        let shown = mask_text(&format!("connect to {url} failed"));
+        assert!(!shown.contains(secret), "{url:?} shown as {shown:?}");
+        let parsed = DatabaseUrl::parse(url).unwrap();
+        assert!(!parsed.to_string().contains(secret), "{parsed}");
+    }
+}
+
+#[test]
+fn the_redactor_knows_a_password_when_the_query_holds_an_at_sign() {
+    for (url, password) in [
+        (
+            "postgres://u:longsecret@h/db?application_name=me@host",
+            "longsecret",
+        ),
+        (
+            "postgres://u:pw@h/db?application_name=a@b&password=secretpw",
+            "secretpw",
+        ),
+        ("postgres://h/db?password=a@bcdefg", "a@bcdefg"),
+        ("postgres://h/db?token=ab@cdefgh", "ab@cdefgh"),
+        ("sqlite:data.db?password=p@ssw0rd", "p@ssw0rd"),
+    ] {
+        let mut redactor = Redactor::new();
+        redactor.add_url(&DatabaseUrl::parse(url).unwrap());
+        let out = redactor.redact(&format!("auth failed for password {password}"));
+        assert!(!out.contains(password), "{url:?}: {out:?}");
+    }
+}
+
+#[test]
+fn a_url_after_a_colon_or_other_punctuation_in_text_is_masked() {
+    for text in [
+        "jdbc:postgresql://u:secretpw@h/db",
+        "error:postgres://u:secretpw@h/db",
+        "url->postgres://u:secretpw@h/db",
+        "url|postgres://u:secretpw@h/db",
+        "«postgres://u:secretpw@h/db»",
+        "connecting ...postgres://u:secretpw@h/db",
+        "postgres://u:pw:a://secretpw@h/db",
+    ] {
+        let shown = mask_text(text);
+        assert!(!shown.contains("secretpw"), "{text:?} shown as {shown:?}");
+    }
+}
+
+#[test]
+fn a_dsn_password_holding_a_colon_is_masked_whole() {
+    let url = "app:secret:more@tcp(db:3306)/app";
+    assert_eq!(mask_password(url), "app:****@tcp(db:3306)/app");
+    let secrets = DatabaseUrl::parse(url).unwrap().secrets();
+    assert_eq!(secrets[0], "secret:more");
+}
+
+#[test]
+fn a_password_holding_a_scheme_separator_is_masked() {
+    for url in [
+        "https:user:a://secretpw@h",
+        "https:user:secretpw@h/?next=http://x",
+        "app:secretpw@tcp(h:3306)/db?loc=http://x",
+    ] {
+        let shown = mask_password(url);
+        assert!(!shown.contains("secretpw"), "{url:?} shown as {shown:?}");
+        if let Ok(parsed) = DatabaseUrl::parse(url) {
+            assert!(!parsed.to_string().contains("secretpw"), "{parsed}");
+            assert!(parsed.secrets().iter().any(|s| s.contains("secretpw")));
+        }
+    }
+}
+
+#[test]
+fn key_value_passwords_are_masked() {
+    for (text, secret) in [
+        ("host=h password = secretpw dbname=x", "secretpw"),
+        ("host=h password='my secret pw' dbname=x", "secret pw"),
+        ("host=h password=\"my secret pw\" dbname=x", "secret pw"),
+        ("host=h password=****hunter2 dbname=x", "hunter2"),
+        ("Server=h;Uid=u;Pwd=secretpw;", "secretpw"),
+        ("Server=h;Password={a;secretpw};", "secretpw"),
+        ("user=u passwd=secretpw", "secretpw"),
+    ] {
+        for shown in [mask_text(text), mask_password(text)] {
+            assert!(!shown.contains(secret), "{text:?} shown as {shown:?}");
+        }
+    }
+    assert_eq!(
+        mask_text("host=h password='a b' dbname=x"),
+        "host=h password=**** dbname=x"
+    );
+}
+
+#[test]
+fn the_redactor_removes_the_forms_a_driver_may_echo() {
+    let url = "postgres://app:my secret-pw:x@db/app";
+    let mut redactor = Redactor::new();
+    redactor.add_url(&DatabaseUrl::parse(url).unwrap());
+    for echoed in [
+        "my secret-pw:x",
+        "my%20secret-pw%3Ax",
+        "my%20secret%2dpw%3ax",
+        "my+secret%2Dpw%3Ax",
+        "\"my secret-pw:x\"",
+    ] {
+        let out = redactor.redact(&format!("auth failed, password {echoed}"));
+        assert!(!out.contains("secret"), "{echoed}: {out}");
+    }
+}
+
+#[test]
+fn overlapping_secrets_leave_no_fragment() {
+    let mut redactor = Redactor::new();
+    redactor.add_secret("abcdXYZW");
+    redactor.add_secret("XYZW1234");
+    assert_eq!(redactor.redact("got abcdXYZW1234!"), "got ****!");
+}
+
+#[test]
+fn more_parameter_names_are_secrets() {
+    for key in [
+        "passwd",
+        "access_token",
+        "client_secret",
+        "api_key",
+        "apikey",
+        "password ",
+    ] {
+        let url = format!("postgres://h/db?{key}=S3cretValue&x=1");
+        let shown = mask_password(&url);
+        assert!(!shown.contains("S3cretValue"), "{shown}");
+    }
 }
