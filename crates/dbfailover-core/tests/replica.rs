@@ -2175,3 +2175,23 @@ fn a_record_from_another_write_at_the_same_counter_is_not_adopted_after_an_outag
     assert_eq!(sim.status(0, "main"), ConnectionStatus::Down);
     assert_eq!(sim.stored_status(), Some(ConnectionStatus::Down));
 }
+
+/// A record that no check wrote (a forced switch of a connection nobody checked) carries no check
+/// time: an instance that learns it shows no "last check" (not 1970).
+#[test]
+fn a_record_without_a_check_time_sets_no_last_check() {
+    let mut sim = Sim::new(2, &[]);
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_force(Preference::Failover, "standby", now);
+    sim.drive(0);
+    sim.settle();
+    assert_eq!(sim.status(1, "standby"), ConnectionStatus::Healthy);
+    let (_, _, tracker) = sim.nodes[1]
+        .replica
+        .trackers()
+        .find(|(name, ..)| &***name == "standby")
+        .unwrap();
+    assert_eq!(tracker.state().last_check_at, None);
+}
