@@ -2195,3 +2195,35 @@ fn a_record_without_a_check_time_sets_no_last_check() {
         .unwrap();
     assert_eq!(tracker.state().last_check_at, None);
 }
+
+/// A switch another instance forced while this one was cut off from the store is learned when the
+/// store is back, never overwritten by what this instance knew before the outage.
+#[test]
+fn a_switch_forced_by_another_instance_during_an_outage_is_learned_not_overwritten() {
+    let mut sim = Sim::new(2, &[]);
+    sim.round("main", &all(2, true));
+    sim.round("standby", &all(2, true));
+    sim.nodes[0].partitioned = true;
+    sim.check(0, "standby", true);
+    sim.check(0, "main", false);
+    assert!(sim.nodes[0].replica.in_outage());
+    let now = sim.now(1);
+    sim.nodes[1]
+        .replica
+        .handle_force(Preference::Failover, "standby", now);
+    sim.drive(1);
+    sim.settle();
+    sim.nodes[0].partitioned = false;
+    for _ in 0..3 {
+        sim.advance(INTERVAL);
+    }
+    assert!(!sim.nodes[0].replica.in_outage());
+    assert_eq!(
+        stored_fleet(&sim).map(|(_, f)| (f.preference, f.forced_by)),
+        Some((Preference::Failover, 0x1002))
+    );
+    assert_eq!(
+        sim.nodes[0].seen.forced,
+        [(Preference::Failover, EventOrigin::Learned)]
+    );
+}
