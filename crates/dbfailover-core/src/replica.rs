@@ -488,6 +488,12 @@ impl Replica {
             outage.readable_again = true;
             let pairs: Vec<_> = keys.into_iter().zip(slots).collect();
             self.reconnect(pairs, now);
+            if !self.has_work() {
+                // Nothing to write (every record is of a later release): the store answers, and no
+                // write will come to say so.
+                self.outage = None;
+                self.outputs.push_back(Output::StoreRestored);
+            }
             return;
         }
         for (key, slot) in keys.into_iter().zip(slots) {
@@ -1217,9 +1223,13 @@ impl Replica {
                 }
             }
         }
-        // Forget instances long gone, so the table stays as small as the fleet.
+        // Forget instances long gone, so the table stays as small as the fleet; never one whose vote
+        // is still in the record (read again, it would pass for a new vote, and a fresh one).
         let window = self.config.vote_window;
-        seen.retain(|_, s| now.saturating_duration_since(s.changed_at) < window.saturating_mul(4));
+        seen.retain(|instance, s| {
+            now.saturating_duration_since(s.changed_at) < window.saturating_mul(4)
+                || entry.votes.iter().any(|v| v.instance == *instance)
+        });
     }
 
     /// What the store holds (or pushed) under `key`. `authoritative`: read from the store now.
@@ -1357,8 +1367,9 @@ impl Replica {
             other if authoritative => {
                 self.fleet_foreign = None;
                 self.fleet_place.expect = Expect::replacing(&other).unwrap_or(Expect::Unreadable);
-                // Only a record holding decisions (a preference, fences) is worth rewriting.
-                self.fleet_place.heal = self.fleet_matters();
+                // Only a record holding decisions (a preference, fences, a switch forced while the
+                // store was away and not written yet) is worth rewriting.
+                self.fleet_place.heal = self.fleet_matters() || self.forced_in_outage;
             }
             _ => {
                 self.wants_load.insert(RecordKey::Fleet);
@@ -1379,6 +1390,17 @@ impl Replica {
                         Expect::replacing(&slot).unwrap_or(Expect::Unreadable);
                     if let Some(version) = slot.version() {
                         self.fleet_place.counter = self.fleet_place.counter.max(version.counter);
+                    }
+                    if let Slot::Readable {
+                        version,
+                        record: Record::Fleet(record),
+                    } = slot
+                    {
+                        // What the fleet decided meanwhile (fences, the writer of record) is kept:
+                        // the order is written over it, not instead of it.
+                        self.deliver_topology(&record);
+                        self.fleet = Some((version, record));
+                        self.fleet_seen_at = Some(now.mono);
                     }
                     self.fleet_foreign = None;
                     self.fleet_place.heal = true;

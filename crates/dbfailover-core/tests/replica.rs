@@ -2227,3 +2227,267 @@ fn a_switch_forced_by_another_instance_during_an_outage_is_learned_not_overwritt
         [(Preference::Failover, EventOrigin::Learned)]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Outages meeting forced switches, fences and later releases; votes read again; counts.
+
+/// A switch forced during an outage rewrites the fleet record from what this instance
+/// knew before the outage: fences another instance wrote meanwhile must survive it.
+#[test]
+fn a_switch_forced_in_an_outage_keeps_the_fences_written_meanwhile() {
+    let mut sim = Sim::new(2, &[]);
+    sim.round("main", &all(2, true));
+    sim.round("standby", &all(2, true));
+    sim.nodes[0].partitioned = true;
+    sim.check(0, "main", false);
+    assert!(sim.nodes[0].replica.in_outage());
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_force(Preference::Failover, "standby", now);
+    sim.drive(0);
+    let mut fence = TopologyRecord::default();
+    fence.fenced.insert("main".into(), "left behind".into());
+    sim.nodes[1].replica.handle_topology(fence.clone());
+    sim.drive(1);
+    sim.settle();
+    assert_eq!(
+        stored_fleet(&sim).and_then(|(_, f)| decode_record(&f.extra)),
+        Some(fence.clone())
+    );
+    sim.nodes[0].partitioned = false;
+    for _ in 0..3 {
+        sim.advance(INTERVAL);
+    }
+    assert!(!sim.nodes[0].replica.in_outage());
+    let (_, fleet) = stored_fleet(&sim).unwrap();
+    assert_eq!(fleet.preference, Preference::Failover);
+    assert_eq!(
+        decode_record(&fleet.extra).map(|t| t.fenced),
+        Some(fence.fenced.clone()),
+        "the fence written during the outage is kept"
+    );
+}
+
+/// A switch forced during an outage that met a foreign fleet record: once that record is gone (the
+/// later release rolled back), the order reaches the fleet.
+#[test]
+fn a_switch_forced_in_an_outage_reaches_the_fleet_once_the_foreign_record_is_gone() {
+    let mut sim = Sim::new(2, &[]);
+    sim.round("main", &all(2, true));
+    sim.round("standby", &all(2, true));
+    sim.nodes[0].partitioned = true;
+    sim.check(0, "main", false);
+    assert!(sim.nodes[0].replica.in_outage());
+    let now = sim.now(0);
+    sim.nodes[0]
+        .replica
+        .handle_force(Preference::Failover, "standby", now);
+    sim.drive(0);
+    let foreign = b"dbfo3 9 00000000000000bb f whatever the next release writes".to_vec();
+    sim.store.records.insert(RecordKey::Fleet, foreign.clone());
+    sim.nodes[0].partitioned = false;
+    for _ in 0..3 {
+        sim.round("main", &all(2, true));
+    }
+    assert!(!sim.nodes[0].replica.in_outage());
+    assert_eq!(sim.store.records.get(&RecordKey::Fleet), Some(&foreign));
+    // The later release goes away (rolled back; its record expires).
+    sim.store.records.remove(&RecordKey::Fleet);
+    for i in 0..2 {
+        sim.nodes[i].replica.request_load_all();
+        sim.drive(i);
+    }
+    sim.settle();
+    for _ in 0..3 {
+        sim.round("main", &all(2, true));
+    }
+    eprintln!(
+        "node0 forced {:?} node1 forced {:?} fleet {:?}",
+        sim.nodes[0].seen.forced,
+        sim.nodes[1].seen.forced,
+        stored_fleet(&sim)
+    );
+    assert_eq!(
+        stored_fleet(&sim).map(|(_, f)| f.preference),
+        Some(Preference::Failover)
+    );
+}
+
+/// A pushed unreadable fleet slot (garbage on the change channel) is checked against the
+/// store: a foreign fleet record already reported is not reported again.
+#[test]
+fn a_garbage_push_does_not_report_a_foreign_fleet_record_again() {
+    let mut sim = Sim::new(1, &[]);
+    let foreign = b"dbfo3 9 00000000000000bb f whatever".to_vec();
+    sim.store.records.insert(RecordKey::Fleet, foreign);
+    sim.nodes[0].replica.request_load_all();
+    sim.drive(0);
+    sim.settle();
+    assert_eq!(sim.nodes[0].seen.foreign, 1);
+    let garbage = Slot::decode(&RecordKey::Fleet, Some(b"garbage"));
+    sim.pushes
+        .push_back((0, Notice::Written(vec![(RecordKey::Fleet, garbage)])));
+    sim.settle();
+    sim.nodes[0].replica.request_load_all();
+    sim.drive(0);
+    sim.settle();
+    assert_eq!(sim.nodes[0].seen.foreign, 1, "reported once");
+}
+
+/// The same for a connection record.
+#[test]
+fn a_garbage_push_does_not_report_a_foreign_connection_record_again() {
+    let mut sim = Sim::new(1, &[]);
+    let foreign = b"dbfo3 9 00000000000000bb c whatever".to_vec();
+    sim.store.records.insert(main_key(), foreign);
+    sim.nodes[0].replica.request_load_all();
+    sim.drive(0);
+    sim.settle();
+    assert_eq!(sim.nodes[0].seen.foreign, 1);
+    let garbage = Slot::decode(&main_key(), Some(b"garbage"));
+    sim.pushes
+        .push_back((0, Notice::Written(vec![(main_key(), garbage)])));
+    sim.settle();
+    sim.nodes[0].replica.request_load_all();
+    sim.drive(0);
+    sim.settle();
+    assert_eq!(sim.nodes[0].seen.foreign, 1, "reported once");
+}
+
+/// A success count the fleet reset (another instance's failure counted) is not resumed from
+/// this instance's older run: in an outage, DOWN still takes `recovery_threshold` successes.
+#[test]
+fn a_success_run_the_fleet_broke_is_not_resumed_in_an_outage() {
+    let mut sim = Sim::new(2, &[]);
+    sim.round("main", &all(2, true));
+    for _ in 0..3 {
+        sim.round("main", &all(2, false));
+    }
+    assert_eq!(sim.status(0, "main"), ConnectionStatus::Down);
+    sim.check(0, "main", true);
+    assert_eq!(counts(&sim, 0, "main").success_count, 1);
+    // Node 0's success vote goes stale at node 1; node 1's failure counts.
+    sim.advance(5 * INTERVAL);
+    sim.check(1, "main", false);
+    eprintln!("shared after node 1's failure: {:?}", stored_votes(&sim));
+    eprintln!("node 0 counts: {:?}", counts(&sim, 0, "main"));
+    sim.nodes[0].partitioned = true;
+    sim.check(0, "standby", true);
+    assert!(sim.nodes[0].replica.in_outage());
+    sim.check(0, "main", true);
+    assert_eq!(
+        sim.status(0, "main"),
+        ConnectionStatus::Down,
+        "one success after the fleet's failure"
+    );
+}
+
+/// A vote of an instance that stopped goes stale; reading the record again and again, even four
+/// windows later, never makes it fresh (a veto) again.
+#[test]
+fn a_forgotten_stale_vote_read_again_does_not_veto() {
+    let mut seen = Vec::new();
+    for extra in [Duration::ZERO, Duration::from_nanos(1)] {
+        let mut sim = Sim::new(1, &[]);
+        let vote = Vote {
+            instance: 0x3000,
+            ok: true,
+            seq: 1,
+        };
+        plant(&mut sim, ConnectionStatus::Healthy, vec![vote]);
+        sim.elapsed += 4 * 4 * INTERVAL + extra;
+        for _ in 0..2 {
+            sim.nodes[0].replica.request_load_all();
+            sim.drive(0);
+        }
+        for _ in 0..3 {
+            sim.check(0, "main", false);
+        }
+        seen.push((extra, sim.status(0, "main")));
+    }
+    assert_eq!(
+        seen,
+        [
+            (Duration::ZERO, ConnectionStatus::Down),
+            (Duration::from_nanos(1), ConnectionStatus::Down)
+        ]
+    );
+}
+
+/// A heal that loses to another instance's heal, which already holds this instance's counts and
+/// vote: a vote refresh that is due is written now.
+#[test]
+fn a_lost_heal_still_refreshes_a_due_vote_at_once() {
+    let mut sim = Sim::new(2, &[]);
+    sim.round("main", &all(2, true));
+    // Node 0's vote is due for a refresh (at most 2.5 intervals), still fresh (4).
+    sim.advance(2 * INTERVAL);
+    let seq_of = |sim: &Sim| {
+        stored_votes(sim)
+            .iter()
+            .find(|v| v.instance == 0x1000)
+            .map(|v| v.seq)
+    };
+    let before = seq_of(&sim).unwrap();
+    sim.store.records.remove(&main_key());
+    let now = sim.now(0);
+    sim.nodes[0].replica.request_load_all();
+    let Some(Command::Load(keys)) = sim.nodes[0].replica.poll_command(now) else {
+        panic!("a load");
+    };
+    let slots = sim.store.load(&keys);
+    sim.nodes[0].replica.handle_loaded(slots, now);
+    sim.nodes[0]
+        .replica
+        .handle_check("main", CheckResult::success(Duration::from_millis(1)), now);
+    let Some(Command::CompareAndSet(writes)) = sim.nodes[0].replica.poll_command(now) else {
+        panic!("a heal");
+    };
+    // Node 1 heals first.
+    sim.nodes[1].replica.request_load_all();
+    sim.drive(1);
+    assert_eq!(seq_of(&sim), Some(before), "node 1 carried node 0's vote");
+    let keys: Vec<RecordKey> = writes.iter().map(|w| w.key.clone()).collect();
+    assert!(
+        !writes[0]
+            .expect
+            .matches(sim.store.records.get(&keys[0]).map(Vec::as_slice))
+    );
+    let slots = sim.store.load(&keys);
+    sim.nodes[0]
+        .replica
+        .handle_cas_result(CasOutcome::Conflict(slots), now);
+    sim.drive(0);
+    sim.settle();
+    assert_eq!(seq_of(&sim), Some(before + 1), "refreshed now");
+}
+
+/// A store back from an outage holding only records of a later release (a rolling upgrade
+/// went on meanwhile) answers: the outage ends.
+#[test]
+fn an_outage_ends_when_the_store_answers_with_only_foreign_records() {
+    let mut sim = Sim::new(1, &[]);
+    sim.round("main", &[true]);
+    sim.nodes[0].partitioned = true;
+    sim.check(0, "main", false);
+    assert!(sim.nodes[0].replica.in_outage());
+    for key in [
+        main_key(),
+        RecordKey::Connection("standby".into()),
+        RecordKey::Fleet,
+    ] {
+        sim.store
+            .records
+            .insert(key, b"dbfo3 9 00000000000000bb x later".to_vec());
+    }
+    sim.nodes[0].partitioned = false;
+    for _ in 0..5 {
+        sim.round("main", &[true]);
+    }
+    eprintln!(
+        "tries {} foreign {}",
+        sim.store.tries, sim.nodes[0].seen.foreign
+    );
+    assert!(!sim.nodes[0].replica.in_outage());
+}
