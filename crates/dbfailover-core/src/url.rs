@@ -29,7 +29,8 @@ pub fn mask_password(url: &str) -> String {
         ranges.extend(reading.password);
         ranges.extend(query_secret_ranges(url, reading.tail));
     }
-    mask_password_words(&mask_ranges(url, ranges))
+    ranges.extend(password_word_ranges(url));
+    mask_ranges(url, ranges)
 }
 
 /// One reading of a URL's structure: where its password lies and where the part after its
@@ -46,6 +47,15 @@ fn readings(url: &str) -> [Reading; 2] {
     // query, and says nothing of the structure.
     let (start, authority) = match scheme_end(url) {
         Some(colon) if url[colon..].starts_with("://") => (colon + 3, true),
+        // JDBC wraps a URL: `jdbc:postgresql://user:pw@host/db`.
+        Some(colon)
+            if url[..colon].eq_ignore_ascii_case("jdbc")
+                && scheme_end(&url[colon + 1..])
+                    .is_some_and(|inner| url[colon + 1 + inner..].starts_with("://")) =>
+        {
+            let inner = colon + 1 + scheme_end(&url[colon + 1..]).unwrap_or(0);
+            (inner + 3, true)
+        }
         Some(colon) => {
             let after = &url[colon + 1..];
             (
@@ -163,17 +173,19 @@ fn names_a_secret(key: &str) -> bool {
 
 /// Masks every URL password in free text (an error message, a configuration file's text). Each
 /// `scheme://` starts a URL whose user-info may run to the last `@` before the next URL, so a
-/// password is masked whatever it holds. Text is read two ways and what either masks is masked:
-/// URLs start only where a word begins (so a `://` inside a password does not cut it short), and
-/// URLs start at every `scheme://` (`jdbc:postgresql://`, `error:mysql://`). Query secrets are
-/// masked within the word that holds them. Masks too much rather than too little.
+/// password is masked whatever it holds. Text is read three ways and what any masks is masked: URLs
+/// start only after a space (so a `scheme://` glued to anything inside a password never cuts it
+/// short), where a word begins (after a quote, `=`, `,`, ...), or at every `scheme://`
+/// (`jdbc:postgresql://`, `error:mysql://`). Each URL is itself read two ways, as by
+/// [`mask_password`]. Query secrets are masked within the word that holds them, and `password=`
+/// words anywhere. Masks too much rather than too little.
 ///
 /// Text from a driver may also echo a known password outside any URL: [`Redactor`] removes those by
 /// value.
 pub fn mask_text(text: &str) -> String {
     let mut ranges = Vec::new();
-    for anywhere in [false, true] {
-        let starts = url_starts(text, anywhere);
+    for mode in [Starts::Words, Starts::Tokens, Starts::Anywhere] {
+        let starts = url_starts(text, mode);
         for (i, &(_, authority)) in starts.iter().enumerate() {
             let next = starts.get(i + 1).map_or(text.len(), |&(s, _)| s);
             let segment = &text[authority..next];
@@ -199,14 +211,26 @@ pub fn mask_text(text: &str) -> String {
             }
         }
     }
-    mask_password_words(&mask_ranges(text, ranges))
+    ranges.extend(password_word_ranges(text));
+    mask_ranges(text, ranges)
 }
 
-/// Where the URLs of free text start, as `(scheme start, index after "://")`: each `scheme://`
-/// whose scheme begins a word (at the start of the text or after a space, a quote, `=`, `(`, `<`,
-/// `,`, `[`, `{` or `;`), or with `anywhere`, every `scheme://` (the scheme being the longest run
-/// of letters, digits, `+`, `-`, `.` before it that starts with a letter).
-fn url_starts(text: &str, anywhere: bool) -> Vec<(usize, usize)> {
+/// Which `scheme://` of free text starts a URL (see [`mask_text`]).
+#[derive(Clone, Copy)]
+enum Starts {
+    /// Only after a space or at the start of the text (the scheme may be `jdbc:postgresql`): a
+    /// `scheme://` glued to anything inside a password never cuts it.
+    Words,
+    /// Where a word begins: after a space, a quote, `=`, `(`, `<`, `,`, `[`, `{` or `;`.
+    Tokens,
+    /// Every `scheme://` (`error:mysql://`, `...postgres://`).
+    Anywhere,
+}
+
+/// Where the URLs of free text start, as `(scheme start, index after "://")`; the scheme is the
+/// longest run of letters, digits, `+`, `-`, `.` (and with [`Starts::Words`], `:`) before `://`
+/// that starts with a letter.
+fn url_starts(text: &str, mode: Starts) -> Vec<(usize, usize)> {
     let bytes = text.as_bytes();
     let mut starts = Vec::new();
     let mut from = 0;
@@ -215,25 +239,29 @@ fn url_starts(text: &str, anywhere: bool) -> Vec<(usize, usize)> {
         let mut scheme_start = sep;
         while scheme_start > 0
             && (bytes[scheme_start - 1].is_ascii_alphanumeric()
-                || matches!(bytes[scheme_start - 1], b'+' | b'-' | b'.'))
+                || matches!(bytes[scheme_start - 1], b'+' | b'-' | b'.')
+                || (matches!(mode, Starts::Words) && bytes[scheme_start - 1] == b':'))
         {
             scheme_start -= 1;
         }
-        let begins_word = scheme_start == 0
-            || bytes[scheme_start - 1].is_ascii_whitespace()
-            || matches!(
-                bytes[scheme_start - 1],
-                b'"' | b'\'' | b'`' | b'=' | b'(' | b'<' | b',' | b'[' | b'{' | b';'
-            );
-        if anywhere {
-            while scheme_start < sep && !bytes[scheme_start].is_ascii_alphabetic() {
-                scheme_start += 1;
+        let before = scheme_start.checked_sub(1).map(|at| bytes[at]);
+        let begins = match mode {
+            Starts::Words => before.is_none_or(|b| b.is_ascii_whitespace()),
+            Starts::Tokens => before.is_none_or(|b| {
+                b.is_ascii_whitespace()
+                    || matches!(
+                        b,
+                        b'"' | b'\'' | b'`' | b'=' | b'(' | b'<' | b',' | b'[' | b'{' | b';'
+                    )
+            }),
+            Starts::Anywhere => {
+                while scheme_start < sep && !bytes[scheme_start].is_ascii_alphabetic() {
+                    scheme_start += 1;
+                }
+                true
             }
-        }
-        if scheme_start < sep
-            && bytes[scheme_start].is_ascii_alphabetic()
-            && (begins_word || anywhere)
-        {
+        };
+        if begins && scheme_start < sep && bytes[scheme_start].is_ascii_alphabetic() {
             starts.push((scheme_start, sep + 3));
         }
         from = sep + 3;
@@ -241,39 +269,99 @@ fn url_starts(text: &str, anywhere: bool) -> Vec<(usize, usize)> {
     starts
 }
 
-/// Masks `password=value` words outside URLs (`host=h password=secret`, `Pwd=secret;`), as libpq's
-/// key/value connection strings, ODBC strings and some driver messages write them: spaces around
-/// `=` are allowed, and a quoted (`'...'`, `"..."`) or braced (`{...}`) value is masked whole.
-fn mask_password_words(text: &str) -> String {
+/// The values of `password=value` words (`host=h password=secret`, `Pwd=secret;`), as libpq's
+/// key/value connection strings, ODBC strings, JDBC URLs and some driver messages write them: spaces
+/// around `=` are allowed, `password`, `passwd` and `pwd` quoted also take `:` (`"password":"x"`,
+/// not `using password: YES`), and `token`, `secret`, `apikey`, `api_key` take `=`. A quoted value (`'...'`,
+/// `"..."`, with `\'` or `''` inside) or a braced one (`{...}`, with `}}` inside) is taken whole; an
+/// unquoted one ends at a space, `&` or `;`.
+fn password_word_ranges(text: &str) -> Vec<Range<usize>> {
     let lower = text.to_ascii_lowercase();
     let mut ranges = Vec::new();
-    for key in ["password", "passwd", "pwd"] {
+    let keys = [
+        ("password", true),
+        ("passwd", true),
+        ("pwd", true),
+        ("token", false),
+        ("secret", false),
+        ("apikey", false),
+        ("api_key", false),
+    ];
+    for (key, colon) in keys {
         for (begin, _) in lower.match_indices(key) {
-            let after_key = begin + key.len();
-            let rest = &lower[after_key..];
-            let trimmed = rest.trim_start_matches([' ', '\t']);
-            let Some(value) = trimmed.strip_prefix('=') else {
-                continue;
+            let rest = &lower[begin + key.len()..];
+            // A quoted key (JSON, a dictionary): `"password": "x"`.
+            let quoted = begin > 0
+                && matches!(lower.as_bytes()[begin - 1], b'"' | b'\'')
+                && rest.starts_with(['"', '\'']);
+            let rest = if quoted { &rest[1..] } else { rest };
+            let rest = rest.trim_start_matches([' ', '\t']);
+            let value = match rest.strip_prefix('=') {
+                // `pwd == x` compares, it does not set.
+                Some(value) if !value.starts_with('=') => value,
+                Some(_) => continue,
+                // Only a quoted key takes `:`: MySQL's "(using password: YES)" is no secret.
+                None => match rest.strip_prefix(':') {
+                    Some(value) if colon && quoted => value,
+                    _ => continue,
+                },
             };
             let value = value.trim_start_matches([' ', '\t']);
             let value_start = lower.len() - value.len();
-            let value_end = match value.chars().next() {
-                Some(quote @ ('\'' | '"')) => value[1..]
-                    .find(quote)
-                    .map_or(lower.len(), |end| value_start + 1 + end + 1),
-                Some('{') => value
-                    .find('}')
-                    .map_or(lower.len(), |end| value_start + end + 1),
-                _ => value
-                    .find(|c: char| c.is_whitespace() || matches!(c, '&' | ';' | '#'))
-                    .map_or(lower.len(), |end| value_start + end),
-            };
+            let value_end = value_start + word_value_len(value);
             if value_end > value_start {
                 ranges.push(value_start..value_end);
             }
         }
     }
-    mask_ranges(text, ranges)
+    ranges
+}
+
+/// The length of the value that starts `value`: a quoted or braced value whole (when it closes on
+/// its line), else up to a space, `&` or `;`.
+fn word_value_len(value: &str) -> usize {
+    let unquoted = || {
+        value
+            .find(|c: char| c.is_whitespace() || matches!(c, '&' | ';'))
+            .unwrap_or(value.len())
+    };
+    let line = value.find('\n').unwrap_or(value.len());
+    let closed = match value.chars().next() {
+        Some(quote @ ('\'' | '"')) => {
+            let mut chars = value[..line].char_indices().skip(1).peekable();
+            let mut end = None;
+            while let Some((at, c)) = chars.next() {
+                if c == '\\' {
+                    chars.next();
+                } else if c == quote {
+                    if chars.peek().is_some_and(|&(_, next)| next == quote) {
+                        chars.next();
+                    } else {
+                        end = Some(at + c.len_utf8());
+                        break;
+                    }
+                }
+            }
+            end
+        }
+        Some('{') => {
+            let mut chars = value[..line].char_indices().skip(1).peekable();
+            let mut end = None;
+            while let Some((at, c)) = chars.next() {
+                if c == '}' {
+                    if chars.peek().is_some_and(|&(_, next)| next == '}') {
+                        chars.next();
+                    } else {
+                        end = Some(at + 1);
+                        break;
+                    }
+                }
+            }
+            end
+        }
+        _ => None,
+    };
+    closed.unwrap_or_else(unquoted)
 }
 
 /// Removes known secrets from text by value: every password of a configuration, as written, as
@@ -320,7 +408,7 @@ impl Redactor {
             // Percent-encoded as a whole, and as the url crate encodes a user-info (which leaves
             // `-`, `.`, `_`, `~` and more as they are); with upper and lower case hex digits, and
             // with `+` for a space as a form would send it.
-            for set in [percent_encoding::NON_ALPHANUMERIC, USERINFO] {
+            for set in [percent_encoding::NON_ALPHANUMERIC, USERINFO, FORM, PATH] {
                 let encoded = percent_encoding::utf8_percent_encode(&form, set).to_string();
                 needles.push(lower_hex(&encoded));
                 needles.push(encoded.replace("%20", "+"));
@@ -349,14 +437,16 @@ impl Redactor {
         // Known secrets first: masking by structure could rewrite part of one (a secret holding
         // `password=` or a URL) so that it no longer matches. Every match of every secret is found
         // in the text as given, so that overlapping secrets leave no fragment.
-        let ranges = self
-            .needles
-            .iter()
-            .flat_map(|needle| {
-                text.match_indices(needle.as_str())
-                    .map(|(at, found)| at..at + found.len())
-            })
-            .collect();
+        let mut ranges = Vec::new();
+        for needle in &self.needles {
+            let step = needle.chars().next().map_or(1, char::len_utf8);
+            let mut from = 0;
+            // Overlapping matches too (`abcXabc` twice in `abcXabcXabc`).
+            while let Some(at) = text[from..].find(needle.as_str()) {
+                ranges.push(from + at..from + at + needle.len());
+                from += at + step;
+            }
+        }
         mask_text(&mask_ranges(text, ranges))
     }
 }
@@ -382,6 +472,22 @@ const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b']')
     .add(b'^')
     .add(b'|');
+
+/// What `application/x-www-form-urlencoded` encodes (the url crate's `form_urlencoded`, with `+`
+/// for a space): all but letters, digits and `*-._`.
+const FORM: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'*')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_');
+
+/// What a path encoder leaves (Python's `quote`): all but letters, digits and `/_.-~`.
+const PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'~');
 
 /// A percent-encoded text with its hex digits in lower case (`%2f` for `%2F`).
 fn lower_hex(encoded: &str) -> String {
@@ -452,32 +558,41 @@ impl DatabaseUrl {
     }
 
     /// The secrets this URL holds, read by structure as [`mask_password`] reads it (both readings):
-    /// the user-info's password, the part after the user name's `:` when the password was taken to
-    /// start at the scheme's, and the values of secret-naming query parameters. For a [`Redactor`].
+    /// the user-info's password (and its part after a `:`, or the password of a URL inside it, when
+    /// the password was taken to start at the scheme's `:`), the values of secret-naming query
+    /// parameters and of `password=` words. For a [`Redactor`].
     pub fn secrets(&self) -> Vec<String> {
-        let text = self.0.as_str();
-        let mut secrets: Vec<String> = Vec::new();
-        for reading in readings(text) {
-            let mut found: Vec<&str> = Vec::new();
-            if let Some(range) = reading.password {
-                let password = &text[range];
-                found.push(password);
-                if let Some((_, after)) = password.split_once(':') {
-                    found.push(after);
-                }
+        let mut secrets = Vec::new();
+        collect_secrets(&self.0, &mut secrets, true);
+        secrets
+    }
+}
+
+/// Adds the secrets of `text` (see [`DatabaseUrl::secrets`]) to `secrets`, each once; with `nested`,
+/// also those of a URL found inside a password.
+fn collect_secrets(text: &str, secrets: &mut Vec<String>, nested: bool) {
+    let add = |secret: &str, secrets: &mut Vec<String>| {
+        if !secret.is_empty() && !secrets.iter().any(|s| s == secret) {
+            secrets.push(secret.to_owned());
+        }
+    };
+    for reading in readings(text) {
+        if let Some(range) = reading.password {
+            let password = &text[range];
+            add(password, secrets);
+            if let Some((_, after)) = password.split_once(':') {
+                add(after, secrets);
             }
-            found.extend(
-                query_secret_ranges(text, reading.tail)
-                    .into_iter()
-                    .map(|range| &text[range]),
-            );
-            for secret in found {
-                if !secret.is_empty() && !secrets.iter().any(|s| s == secret) {
-                    secrets.push(secret.to_owned());
-                }
+            if nested && password.contains("://") {
+                collect_secrets(password, secrets, false);
             }
         }
-        secrets
+        for range in query_secret_ranges(text, reading.tail) {
+            add(&text[range], secrets);
+        }
+    }
+    for range in password_word_ranges(text) {
+        add(&text[range], secrets);
     }
 }
 

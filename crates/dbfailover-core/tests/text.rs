@@ -23,7 +23,7 @@ fn a_password_parameter_is_masked_wherever_it_stands() {
     );
     assert_eq!(
         mask_password("postgres://h/db?sslmode=x&password=abc#frag"),
-        "postgres://h/db?sslmode=x&password=****#frag"
+        "postgres://h/db?sslmode=x&password=****"
     );
     assert_eq!(
         mask_password("postgres://h/db?password=a&password=b"),
@@ -406,5 +406,107 @@ fn more_parameter_names_are_secrets() {
         let url = format!("postgres://h/db?{key}=S3cretValue&x=1");
         let shown = mask_password(&url);
         assert!(!shown.contains("S3cretValue"), "{shown}");
+    }
+}
+
+#[test]
+fn the_redactor_knows_the_password_of_a_jdbc_url() {
+    let url = DatabaseUrl::parse("jdbc:postgresql://app:Secr3tPw@db/app").unwrap();
+    assert_eq!(url.to_string(), "jdbc:postgresql://app:****@db/app");
+    let mut redactor = Redactor::new();
+    redactor.add_url(&url);
+    let out = redactor.redact("FATAL: password authentication failed (password Secr3tPw)");
+    assert!(!out.contains("Secr3tPw"), "{out}");
+}
+
+#[test]
+fn a_password_word_is_masked_whole_when_a_colon_before_it_and_an_at_sign_in_it() {
+    for text in [
+        "jdbc:sqlserver://db.example:1433;user=app;password=P@ssw0rd;encrypt=true",
+        "Server=tcp:db.example.net,1433;Database=app;User ID=app;Password=P@ssw0rd;",
+        "db:1433;user=app;password=P@ssw0rd;encrypt=true",
+        "jdbc:postgresql://db/app?sslmode=require#password=P@ssw0rd",
+        "jdbc:mysql://db:3306/app;password=P@ssw0rd",
+    ] {
+        for shown in [
+            mask_password(text),
+            mask_text(text),
+            mask_text(&format!("connect failed: {text}")),
+        ] {
+            assert!(!shown.contains("ssw0rd"), "{text}: {shown}");
+        }
+        match DatabaseUrl::parse(text) {
+            Ok(url) => {
+                assert!(!format!("{url} {url:?}").contains("ssw0rd"), "{text}");
+                assert!(url.secrets().iter().any(|s| s == "P@ssw0rd"), "{text}");
+            }
+            Err(error) => assert!(!error.contains("ssw0rd"), "{error}"),
+        }
+    }
+}
+
+#[test]
+fn escaped_quotes_and_braces_do_not_end_a_password_value() {
+    for (text, secret) in [
+        ("host=db password='it\\'s a secret' dbname=app", "a secret"),
+        ("host=db password='it''s a secret' dbname=app", "a secret"),
+        (
+            "Driver={ODBC Driver 18};Uid=app;Pwd={ab}}cd;ef};Database=app",
+            "cd;ef",
+        ),
+        ("host=db password=abc#def dbname=app", "def"),
+    ] {
+        let shown = mask_text(text);
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(shown.ends_with("app"), "the rest is kept: {shown}");
+    }
+    // An unterminated quote masks one word, not the rest of the text.
+    assert_eq!(
+        mask_text("password = \"unterminated\nnext line"),
+        "password = ****\nnext line"
+    );
+}
+
+#[test]
+fn words_that_only_look_like_a_password_setting_are_kept() {
+    for text in [
+        "Access denied for user 'app'@'10.0.0.5' (using password: YES)",
+        "if pwd == expected",
+        "the password was changed",
+        "cwd=/tmp pwdx=1",
+        "GET /a?b=c@d HTTP/1.1",
+    ] {
+        assert_eq!(mask_text(text), text);
+    }
+    assert_eq!(
+        mask_text(r#"{"user":"app","password":"S3cret"}"#),
+        r#"{"user":"app","password":****}"#
+    );
+}
+
+#[test]
+fn the_redactor_knows_form_and_path_encodings_and_overlaps() {
+    let mut redactor = Redactor::new();
+    redactor.add_secret("Tr0ub-4dor!x y~z");
+    for echoed in [
+        url::form_urlencoded::byte_serialize("Tr0ub-4dor!x y~z".as_bytes()).collect::<String>(),
+        "Tr0ub-4dor%21x%20y~z".to_owned(),
+    ] {
+        let out = redactor.redact(&format!("echo {echoed} end"));
+        assert!(!out.contains("Tr0ub"), "{out}");
+    }
+    let mut redactor = Redactor::new();
+    redactor.add_secret("abcXabc");
+    assert_eq!(redactor.redact("got abcXabcXabc."), "got ****.");
+}
+
+#[test]
+fn a_scheme_glued_inside_a_password_does_not_cut_the_url_in_text() {
+    for text in [
+        "postgres://app:Pa,x://Secret99@db/app",
+        "see jdbc:postgresql://app:Secret99x://@db/app now",
+    ] {
+        let shown = mask_text(text);
+        assert!(!shown.contains("Secret99"), "{text}: {shown}");
     }
 }
