@@ -289,17 +289,24 @@ fn password_word_ranges(text: &str) -> Vec<Range<usize>> {
     ];
     for (key, colon) in keys {
         for (begin, _) in lower.match_indices(key) {
+            // A key begins a word (`OLDPWD=` is not `PWD=`), except `password` ending a longer
+            // name (`sslpassword=`, `db_password=`).
+            if key != "password" && begin > 0 && lower.as_bytes()[begin - 1].is_ascii_alphanumeric()
+            {
+                continue;
+            }
             let rest = &lower[begin + key.len()..];
             // A quoted key (JSON, a dictionary): `"password": "x"`.
             let quoted = begin > 0
                 && matches!(lower.as_bytes()[begin - 1], b'"' | b'\'')
                 && rest.starts_with(['"', '\'']);
             let rest = if quoted { &rest[1..] } else { rest };
+            let spaced = rest.starts_with([' ', '\t']);
             let rest = rest.trim_start_matches([' ', '\t']);
             let value = match rest.strip_prefix('=') {
-                // `pwd == x` compares, it does not set.
-                Some(value) if !value.starts_with('=') => value,
-                Some(_) => continue,
+                // `pwd == x` compares, it does not set (`password==x` sets `=x`).
+                Some(value) if spaced && value.starts_with('=') => continue,
+                Some(value) => value,
                 // Only a quoted key takes `:`: MySQL's "(using password: YES)" is no secret.
                 None => match rest.strip_prefix(':') {
                     Some(value) if colon && quoted => value,
@@ -320,11 +327,7 @@ fn password_word_ranges(text: &str) -> Vec<Range<usize>> {
 /// The length of the value that starts `value`: a quoted or braced value whole (when it closes on
 /// its line), else up to a space, `&` or `;`.
 fn word_value_len(value: &str) -> usize {
-    let unquoted = || {
-        value
-            .find(|c: char| c.is_whitespace() || matches!(c, '&' | ';'))
-            .unwrap_or(value.len())
-    };
+    let unquoted = || word_value_len_unquoted(value);
     let line = value.find('\n').unwrap_or(value.len());
     let closed = match value.chars().next() {
         Some(quote @ ('\'' | '"')) => {
@@ -361,7 +364,27 @@ fn word_value_len(value: &str) -> usize {
         }
         _ => None,
     };
-    closed.unwrap_or_else(unquoted)
+    match closed {
+        // A value that goes on after its closing quote (`''abc`, `"ab"cd`) runs to the word's end;
+        // one closed before a separator (`"pw"}` in JSON, `'pw',`) ends there.
+        Some(end)
+            if value[end..].is_empty()
+                || value[end..].starts_with(|c: char| {
+                    c.is_whitespace() || matches!(c, '&' | ';' | ',' | '}' | ']' | ')')
+                }) =>
+        {
+            end
+        }
+        Some(end) => end + word_value_len_unquoted(&value[end..]),
+        None => unquoted(),
+    }
+}
+
+/// The length of an unquoted value at the start of `value`: up to a space, `&` or `;`.
+fn word_value_len_unquoted(value: &str) -> usize {
+    value
+        .find(|c: char| c.is_whitespace() || matches!(c, '&' | ';'))
+        .unwrap_or(value.len())
 }
 
 /// Removes known secrets from text by value: every password of a configuration, as written, as

@@ -510,3 +510,46 @@ fn a_scheme_glued_inside_a_password_does_not_cut_the_url_in_text() {
         assert!(!shown.contains("Secret99"), "{text}: {shown}");
     }
 }
+
+#[test]
+fn a_password_value_starting_with_equals_is_masked() {
+    assert_eq!(
+        mask_password("host=db user=u password==Qz7Kx9Wv dbname=app"),
+        "host=db user=u password=**** dbname=app"
+    );
+    assert_eq!(
+        mask_password("Server=db;User Id=u;Password==Qz7Kx9Wv;"),
+        "Server=db;User Id=u;Password=****;"
+    );
+    assert!(!mask_text("error: host=db password==Qz7Kx9Wv: refused").contains("Qz7K"));
+}
+
+#[test]
+fn a_password_value_whose_leading_quotes_close_early_is_masked_whole() {
+    for text in [
+        "host=db user=u password=''Qz7Kx9Wv dbname=app",
+        "host=db user=u password=\"Qz7K\"x9Wv dbname=app",
+    ] {
+        let shown = mask_password(text);
+        assert!(
+            !shown.contains("Qz7K") && !shown.contains("x9Wv"),
+            "{shown}"
+        );
+        assert!(shown.ends_with(" dbname=app"), "{shown}");
+    }
+    for text in [
+        "error connecting to postgres://user@db/app?password=\"Qz7K\"x9Wv: refused",
+        "error connecting to postgres://user@db/app?password=''Qz7Kx9Wv: refused",
+        "error connecting to jdbc:postgresql://db/app?user=u&password=\"\"Qz7Kx9Wv: refused",
+    ] {
+        let shown = mask_text(text);
+        assert!(
+            !shown.contains("Qz7K") && !shown.contains("x9Wv"),
+            "{shown}"
+        );
+    }
+    assert_eq!(
+        mask_text("PWD=/home/app OLDPWD=/tmp SHELL=/bin/bash"),
+        "PWD=**** OLDPWD=/tmp SHELL=/bin/bash"
+    );
+}
