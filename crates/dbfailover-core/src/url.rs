@@ -56,13 +56,9 @@ fn readings(url: &str) -> [Reading; 2] {
             let inner = colon + 1 + scheme_end(&url[colon + 1..]).unwrap_or(0);
             (inner + 3, true)
         }
-        Some(colon) => {
-            let after = &url[colon + 1..];
-            (
-                colon + 1 + (after.len() - after.trim_start_matches('/').len()),
-                false,
-            )
-        }
+        // No authority: the scheme and its `:` hold no `@` and no `?`; the password is taken from
+        // the first `:` (below).
+        Some(colon) => (colon + 1, false),
         None => (0, false),
     };
     let query = url[start..]

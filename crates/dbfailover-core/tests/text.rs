@@ -553,3 +553,13 @@ fn a_password_value_whose_leading_quotes_close_early_is_masked_whole() {
         "PWD=**** OLDPWD=/tmp SHELL=/bin/bash"
     );
 }
+
+/// Only `jdbc:` wraps a URL: in another `scheme:x://` the `x://` belongs to the password.
+#[test]
+fn only_jdbc_wraps_a_url() {
+    assert_eq!(
+        mask_password("jdbc:mysql://app:S3cret@db/app"),
+        "jdbc:mysql://app:****@db/app"
+    );
+    assert_eq!(mask_password("app:s3://bucketpw@h/db"), "app:****@h/db");
+}
