@@ -43,19 +43,16 @@ struct Reading {
 /// The two readings of `url` (see [`mask_password`]): user-info to the last `@`, and user-info
 /// ending before the query.
 fn readings(url: &str) -> [Reading; 2] {
+    // JDBC wraps a URL: `jdbc:postgresql://user:pw@host/db` (where its inner scheme ends).
+    let jdbc = scheme_end(url)
+        .filter(|&colon| url[..colon].eq_ignore_ascii_case("jdbc"))
+        .and_then(|colon| scheme_end(&url[colon + 1..]).map(|inner| colon + 1 + inner))
+        .filter(|&inner| url[inner..].starts_with("://"));
     // A `://` right after the scheme makes an authority; one further on belongs to a password or a
     // query, and says nothing of the structure.
     let (start, authority) = match scheme_end(url) {
         Some(colon) if url[colon..].starts_with("://") => (colon + 3, true),
-        // JDBC wraps a URL: `jdbc:postgresql://user:pw@host/db`.
-        Some(colon)
-            if url[..colon].eq_ignore_ascii_case("jdbc")
-                && scheme_end(&url[colon + 1..])
-                    .is_some_and(|inner| url[colon + 1 + inner..].starts_with("://")) =>
-        {
-            let inner = colon + 1 + scheme_end(&url[colon + 1..]).unwrap_or(0);
-            (inner + 3, true)
-        }
+        Some(_) if let Some(inner) = jdbc => (inner + 3, true),
         // No authority: the scheme and its `:` hold no `@` and no `?`; the password is taken from
         // the first `:` (below).
         Some(colon) => (colon + 1, false),
