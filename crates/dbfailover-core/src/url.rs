@@ -33,8 +33,8 @@ pub fn mask_password(url: &str) -> String {
     mask_ranges(url, ranges)
 }
 
-/// One reading of a URL's structure: where its password lies and where the part after its
-/// user-info (host, path, query) starts.
+/// One reading of a URL's structure: where its password lies and where the part after it starts
+/// (the user-info's `@`, else the authority; what follows holds the host, path and query).
 struct Reading {
     password: Option<Range<usize>>,
     tail: usize,
@@ -53,10 +53,9 @@ fn readings(url: &str) -> [Reading; 2] {
     let (start, authority) = match scheme_end(url) {
         Some(colon) if url[colon..].starts_with("://") => (colon + 3, true),
         Some(_) if let Some(inner) = jdbc => (inner + 3, true),
-        // No authority: the scheme and its `:` hold no `@` and no `?`; the password is taken from
-        // the first `:` (below).
-        Some(colon) => (colon + 1, false),
-        None => (0, false),
+        // No authority: the password is taken from the first `:` (below), and a scheme holds no `@`
+        // and no `?`, so their search starts at the beginning.
+        _ => (0, false),
     };
     let query = url[start..]
         .find(['?', '#'])
@@ -75,7 +74,7 @@ fn readings(url: &str) -> [Reading; 2] {
         };
         Reading {
             password: colon.map(|colon| colon + 1..at),
-            tail: at + 1,
+            tail: at,
         }
     })
 }

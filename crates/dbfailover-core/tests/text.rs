@@ -563,3 +563,12 @@ fn only_jdbc_wraps_a_url() {
     );
     assert_eq!(mask_password("app:s3://bucketpw@h/db"), "app:****@h/db");
 }
+
+/// A scheme starts with a letter: `1x://` is no scheme, so no authority, and everything from the
+/// first `:` to the `@` is taken for the password.
+#[test]
+fn a_scheme_that_does_not_start_with_a_letter_makes_no_authority() {
+    assert_eq!(mask_password("1x://u:S3cret@h/db"), "1x:****@h/db");
+    assert_eq!(mask_password("9p://S3cret@h"), "9p:****@h");
+    assert_eq!(mask_password("x9://S3cret@h"), "x9://S3cret@h");
+}
