@@ -572,3 +572,21 @@ fn a_scheme_that_does_not_start_with_a_letter_makes_no_authority() {
     assert_eq!(mask_password("9p://S3cret@h"), "9p:****@h");
     assert_eq!(mask_password("x9://S3cret@h"), "x9://S3cret@h");
 }
+
+/// In free text, a query secret ends with the URL's word; what follows is left as written.
+#[test]
+fn a_query_secret_in_text_ends_with_the_url_s_word() {
+    assert_eq!(
+        mask_text("connect postgres://h/db?password=S3cret refused, retrying"),
+        "connect postgres://h/db?password=**** refused, retrying"
+    );
+}
+
+/// A URL after `=` (a token start, not a space) whose password holds a `scheme://` glued to a
+/// character that starts no token: read whole by the token reading.
+#[test]
+fn a_url_after_an_equals_sign_keeps_a_glued_scheme_in_its_password() {
+    let shown = mask_text("url=postgres://u:p_x://S3cret@h/db");
+    assert!(!shown.contains("S3cret"), "{shown}");
+    assert_eq!(mask_text(".postgres://u:S3cret@h"), ".postgres://u:****@h");
+}
