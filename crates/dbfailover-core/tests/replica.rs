@@ -280,6 +280,23 @@ impl Sim {
         self.advance(INTERVAL);
     }
 
+    /// Node `i` reaches the store again; three intervals pass, and its outage is over.
+    fn reconnect(&mut self, i: usize) {
+        self.nodes[i].partitioned = false;
+        for _ in 0..3 {
+            self.advance(INTERVAL);
+        }
+        assert!(!self.nodes[i].replica.in_outage(), "node {i} is back");
+    }
+
+    /// `main` is DOWN for node `i` and in the store, and node `i` made it HEALTHY only once (at the
+    /// start): routing never went back to it.
+    fn assert_never_back_to_healthy(&self, i: usize) {
+        assert_eq!(self.status(i, "main"), ConnectionStatus::Down);
+        assert_eq!(self.stored_status(), Some(ConnectionStatus::Down));
+        assert_eq!(self.transitions_to(i, ConnectionStatus::Healthy).len(), 1);
+    }
+
     /// Node `i`'s timer fires now (whether or not it asked for one).
     fn fire(&mut self, i: usize) {
         let now = self.now(i);
@@ -2044,14 +2061,8 @@ fn a_store_back_from_an_outage_with_lost_writes_does_not_route_back() {
     sim.check(0, "standby", true);
     assert!(sim.nodes[0].replica.in_outage());
     sim.store.records.insert(main_key(), healthy);
-    sim.nodes[0].partitioned = false;
-    for _ in 0..3 {
-        sim.advance(INTERVAL);
-    }
-    assert!(!sim.nodes[0].replica.in_outage());
-    assert_eq!(sim.status(0, "main"), ConnectionStatus::Down);
-    assert_eq!(sim.stored_status(), Some(ConnectionStatus::Down));
-    assert_eq!(sim.transitions_to(0, ConnectionStatus::Healthy).len(), 1);
+    sim.reconnect(0);
+    sim.assert_never_back_to_healthy(0);
 }
 
 /// An instance cut off from the store while the fleet decided follows the fleet's decision when it
@@ -2071,11 +2082,7 @@ fn an_instance_back_from_an_outage_follows_what_the_fleet_decided_meanwhile() {
     }
     assert_eq!(sim.stored_status(), Some(ConnectionStatus::Down));
     assert_eq!(sim.status(0, "main"), ConnectionStatus::Healthy);
-    sim.nodes[0].partitioned = false;
-    for _ in 0..3 {
-        sim.advance(INTERVAL);
-    }
-    assert!(!sim.nodes[0].replica.in_outage());
+    sim.reconnect(0);
     assert_eq!(sim.status(0, "main"), ConnectionStatus::Down);
     assert_eq!(
         sim.transitions_to(0, ConnectionStatus::Down),
@@ -2096,14 +2103,8 @@ fn a_decision_made_alone_survives_a_record_evicted_during_the_outage() {
     }
     assert_eq!(sim.status(0, "main"), ConnectionStatus::Down);
     sim.store.records.remove(&main_key());
-    sim.nodes[0].partitioned = false;
-    for _ in 0..3 {
-        sim.advance(INTERVAL);
-    }
-    assert!(!sim.nodes[0].replica.in_outage());
-    assert_eq!(sim.status(0, "main"), ConnectionStatus::Down);
-    assert_eq!(sim.stored_status(), Some(ConnectionStatus::Down));
-    assert_eq!(sim.transitions_to(0, ConnectionStatus::Healthy).len(), 1);
+    sim.reconnect(0);
+    sim.assert_never_back_to_healthy(0);
 }
 
 /// The shared record keeps counts only up to their thresholds; operators see this instance's own
@@ -2167,11 +2168,7 @@ fn a_record_from_another_write_at_the_same_counter_is_not_adopted_after_an_outag
         main_key(),
         Record::Connection(entry).encode(other).into_bytes(),
     );
-    sim.nodes[0].partitioned = false;
-    for _ in 0..3 {
-        sim.advance(INTERVAL);
-    }
-    assert!(!sim.nodes[0].replica.in_outage());
+    sim.reconnect(0);
     assert_eq!(sim.status(0, "main"), ConnectionStatus::Down);
     assert_eq!(sim.stored_status(), Some(ConnectionStatus::Down));
 }
@@ -2213,11 +2210,7 @@ fn a_switch_forced_by_another_instance_during_an_outage_is_learned_not_overwritt
         .handle_force(Preference::Failover, "standby", now);
     sim.drive(1);
     sim.settle();
-    sim.nodes[0].partitioned = false;
-    for _ in 0..3 {
-        sim.advance(INTERVAL);
-    }
-    assert!(!sim.nodes[0].replica.in_outage());
+    sim.reconnect(0);
     assert_eq!(
         stored_fleet(&sim).map(|(_, f)| (f.preference, f.forced_by)),
         Some((Preference::Failover, 0x1002))
@@ -2255,11 +2248,7 @@ fn a_switch_forced_in_an_outage_keeps_the_fences_written_meanwhile() {
         stored_fleet(&sim).and_then(|(_, f)| decode_record(&f.extra)),
         Some(fence.clone())
     );
-    sim.nodes[0].partitioned = false;
-    for _ in 0..3 {
-        sim.advance(INTERVAL);
-    }
-    assert!(!sim.nodes[0].replica.in_outage());
+    sim.reconnect(0);
     let (_, fleet) = stored_fleet(&sim).unwrap();
     assert_eq!(fleet.preference, Preference::Failover);
     assert_eq!(
