@@ -197,22 +197,14 @@ impl FileStore {
     }
 
     fn write(&self, contents: &Contents) -> Result<(), StoreError> {
-        let dir = self
-            .path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let dir = folder_of(&self.path);
         let bytes = encode(contents).map_err(|e| self.error("encoding", e))?;
-        // Only a regular file (or a planted link, replaced, its target untouched) is ever replaced:
-        // a device, a FIFO, a socket or a directory at the path is somebody else's (`/dev/null`).
-        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
-            let kind = meta.file_type();
-            if !kind.is_file() && !kind.is_symlink() {
-                return Err(self.error(
-                    "replacing",
-                    std::io::Error::other("the path is not a regular file; it is left alone"),
-                ));
-            }
+        // Only a regular file (or a planted link, replaced, its target untouched) is ever replaced.
+        if is_somebody_else_s(&self.path) {
+            return Err(self.error(
+                "replacing",
+                std::io::Error::other("the path is not a regular file; it is left alone"),
+            ));
         }
         // A new file with a random name, mode 0600, never an existing one.
         let mut temp =
@@ -296,6 +288,22 @@ impl FileStore {
 /// The state file's text.
 fn encode(contents: &Contents) -> Result<Vec<u8>, serde_json::Error> {
     serde_json::to_vec_pretty(contents)
+}
+
+/// The folder the state file at `path` lives in (`.` for a bare file name).
+pub(crate) fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Whether what stands at `path` is neither a regular file nor a link (a device, a FIFO, a socket, a
+/// directory): somebody else's (`/dev/null`), never replaced. Nothing at the path is not.
+pub(crate) fn is_somebody_else_s(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|meta| {
+        let kind = meta.file_type();
+        !kind.is_file() && !kind.is_symlink()
+    })
 }
 
 /// For the fuzz targets ([`crate::fuzzing`]): what the state file `bytes` holds for `keys` under

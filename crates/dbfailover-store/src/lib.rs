@@ -101,9 +101,10 @@ pub fn from_settings(settings: &StateSettings) -> Result<Arc<dyn StateStore>, St
                 .path
                 .as_ref()
                 .ok_or_else(|| missing("state.path", StoreKind::File))?;
-            // A directory (or a path ending in `/`) can never hold the state file; other problems
-            // (a missing folder, no permission) may be fixed while the engine runs, which goes on
-            // from its local state and reports the store unavailable meanwhile.
+            // A directory (or a path ending in `/`), something that is not a file, or a missing
+            // folder can never hold the state file; other problems (no permission, a full disk) may
+            // be fixed while the engine runs, which goes on from its local state and reports the
+            // store unavailable meanwhile.
             if path.is_dir() || path.as_os_str().to_string_lossy().ends_with('/') {
                 return Err(StoreSetupError::InvalidSetting {
                     key: "state.path",
@@ -111,22 +112,16 @@ pub fn from_settings(settings: &StateSettings) -> Result<Arc<dyn StateStore>, St
                     reason: "is a directory; name the state file in it".to_owned(),
                 });
             }
-            if let Ok(meta) = std::fs::symlink_metadata(path) {
-                let kind = meta.file_type();
-                if !kind.is_file() && !kind.is_symlink() {
-                    return Err(StoreSetupError::InvalidSetting {
-                        key: "state.path",
-                        value: path.display().to_string(),
-                        reason: "is a device, a FIFO or a socket, not a state file; it is never \
-                                 replaced"
+            if file::is_somebody_else_s(path) {
+                return Err(StoreSetupError::InvalidSetting {
+                    key: "state.path",
+                    value: path.display().to_string(),
+                    reason:
+                        "is a device, a FIFO or a socket, not a state file; it is never replaced"
                             .to_owned(),
-                    });
-                }
+                });
             }
-            let folder = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(std::path::Path::new("."));
+            let folder = file::folder_of(path);
             if !folder.is_dir() {
                 return Err(StoreSetupError::InvalidSetting {
                     key: "state.path",
