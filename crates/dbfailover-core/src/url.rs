@@ -319,43 +319,23 @@ fn password_word_ranges(text: &str) -> Vec<Range<usize>> {
 /// The length of the value that starts `value`: a quoted or braced value whole (when it closes on
 /// its line), else up to a space, `&` or `;`.
 fn word_value_len(value: &str) -> usize {
-    let unquoted = || word_value_len_unquoted(value);
-    let line = value.find('\n').unwrap_or(value.len());
-    let closed = match value.chars().next() {
-        Some(quote @ ('\'' | '"')) => {
-            let mut chars = value[..line].char_indices().skip(1).peekable();
-            let mut end = None;
-            while let Some((at, c)) = chars.next() {
-                if c == '\\' {
-                    chars.next();
-                } else if c == quote {
-                    if chars.peek().is_some_and(|&(_, next)| next == quote) {
-                        chars.next();
-                    } else {
-                        end = Some(at + c.len_utf8());
-                        break;
-                    }
-                }
-            }
-            end
-        }
-        Some('{') => {
-            let mut chars = value[..line].char_indices().skip(1).peekable();
-            let mut end = None;
-            while let Some((at, c)) = chars.next() {
-                if c == '}' {
-                    if chars.peek().is_some_and(|&(_, next)| next == '}') {
-                        chars.next();
-                    } else {
-                        end = Some(at + 1);
-                        break;
-                    }
-                }
-            }
-            end
-        }
-        _ => None,
+    // A quote closes with itself (`\'` and a doubled quote inside), a brace with `}` (`}}` inside).
+    let (close, backslash) = match value.chars().next() {
+        Some(quote @ ('\'' | '"')) => (quote, true),
+        Some('{') => ('}', false),
+        _ => return word_value_len_unquoted(value),
     };
+    let line = &value[..value.find('\n').unwrap_or(value.len())];
+    let mut chars = line.char_indices().skip(1).peekable();
+    let mut closed = None;
+    while let Some((at, c)) = chars.next() {
+        if backslash && c == '\\' {
+            chars.next();
+        } else if c == close && chars.next_if(|&(_, next)| next == close).is_none() {
+            closed = Some(at + c.len_utf8());
+            break;
+        }
+    }
     match closed {
         // A value that goes on after its closing quote (`''abc`, `"ab"cd`) runs to the word's end;
         // one closed before a separator (`"pw"}` in JSON, `'pw',`) ends there.
@@ -368,7 +348,7 @@ fn word_value_len(value: &str) -> usize {
             end
         }
         Some(end) => end + word_value_len_unquoted(&value[end..]),
-        None => unquoted(),
+        None => word_value_len_unquoted(value),
     }
 }
 
